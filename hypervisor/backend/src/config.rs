@@ -1,0 +1,357 @@
+//! What a VM is made of, validated before anything starts.
+//!
+//! [`VmConfig`] is what callers (the runtime's VM profiles) write; [`VmConfig::validate`]
+//! checks every field against the host and returns a [`ValidVmConfig`] with paths
+//! resolved and acceleration decided, or a [`ConfigError`] naming the field.
+
+use crate::accel::{self, AccelChoice, Detected};
+use serde::Deserialize;
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Smallest guest that boots the kernel and agent with room for containers.
+pub const MIN_MEMORY_MIB: u32 = 64;
+/// More vCPUs than this is a configuration mistake, not a pod.
+pub const MAX_VCPUS: u32 = 64;
+/// Longest unix socket path (sun_path holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// Room for the `_<port>` suffix of guest-initiated connection sockets.
+const PORT_SUFFIX: usize = 11;
+
+/// The VMM that runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Debian's qemu-system-x86_64, `-M microvm`, with our vhost-user vsock device.
+    #[default]
+    Qemu,
+}
+
+/// A VM to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u32,
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u32,
+    /// Uncompressed vmlinux with a PVH entry (our kernel) or a bzImage.
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Appended to the kernel command line Cocoon builds.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
+    #[serde(default)]
+    pub accel: AccelChoice,
+    /// The guest's vsock context id.
+    #[serde(default = "default_guest_cid")]
+    pub guest_cid: u32,
+    /// A command name (looked up in PATH) or a path.
+    #[serde(default = "default_qemu")]
+    pub qemu: PathBuf,
+    /// The vhost-user vsock backend (`cocoon-vsock`): a command name or a path.
+    #[serde(default = "default_vsock_backend")]
+    pub vsock_backend: PathBuf,
+    /// Directory for the VM's sockets and logs; created by start, removed by cleanup.
+    pub run_dir: PathBuf,
+}
+
+fn default_vcpus() -> u32 {
+    1
+}
+fn default_memory_mib() -> u32 {
+    256
+}
+fn default_guest_cid() -> u32 {
+    3
+}
+fn default_qemu() -> PathBuf {
+    "qemu-system-x86_64".into()
+}
+fn default_vsock_backend() -> PathBuf {
+    "cocoon-vsock".into()
+}
+
+impl VmConfig {
+    /// A config with defaults for everything but the boot files and run directory.
+    pub fn new(
+        kernel: impl Into<PathBuf>,
+        initrd: impl Into<PathBuf>,
+        run_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            backend: Backend::default(),
+            vcpus: default_vcpus(),
+            memory_mib: default_memory_mib(),
+            kernel: kernel.into(),
+            initrd: initrd.into(),
+            kernel_args: Vec::new(),
+            accel: AccelChoice::default(),
+            guest_cid: default_guest_cid(),
+            qemu: default_qemu(),
+            vsock_backend: default_vsock_backend(),
+            run_dir: run_dir.into(),
+        }
+    }
+
+    /// Checks every field against this host.
+    pub fn validate(&self) -> Result<ValidVmConfig, ConfigError> {
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(ConfigError::Vcpus(self.vcpus));
+        }
+        let host_mib = host_memory_mib();
+        if self.memory_mib < MIN_MEMORY_MIB
+            || host_mib.is_some_and(|h| u64::from(self.memory_mib) > h)
+        {
+            return Err(ConfigError::Memory {
+                mib: self.memory_mib,
+                host_mib,
+            });
+        }
+        check_readable("kernel", &self.kernel)?;
+        check_readable("initrd", &self.initrd)?;
+        if self.guest_cid < 3 || self.guest_cid == u32::MAX {
+            return Err(ConfigError::GuestCid(self.guest_cid));
+        }
+        for arg in &self.kernel_args {
+            if arg.is_empty() || arg.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::KernelArg(arg.clone()));
+            }
+        }
+        if !self.run_dir.is_absolute() {
+            return Err(ConfigError::RunDir {
+                path: self.run_dir.clone(),
+                why: "must be absolute",
+            });
+        }
+        let longest = self.run_dir.join(crate::vm::VSOCK_SOCKET).as_os_str().len() + PORT_SUFFIX;
+        if longest > MAX_SOCKET_PATH {
+            return Err(ConfigError::RunDir {
+                path: self.run_dir.clone(),
+                why: "too long for its unix sockets (sun_path is 108 bytes)",
+            });
+        }
+        let qemu = match self.backend {
+            Backend::Qemu => find_program(&self.qemu)
+                .ok_or_else(|| ConfigError::QemuMissing(self.qemu.clone()))?,
+        };
+        let vsock_backend = find_program(&self.vsock_backend)
+            .ok_or_else(|| ConfigError::VsockBackendMissing(self.vsock_backend.clone()))?;
+        Ok(ValidVmConfig {
+            accel: accel::resolve(self.accel),
+            qemu,
+            vsock_backend,
+            config: self.clone(),
+        })
+    }
+}
+
+/// A config that passed [`VmConfig::validate`].
+#[derive(Debug, Clone)]
+pub struct ValidVmConfig {
+    pub config: VmConfig,
+    pub accel: Detected,
+    pub qemu: PathBuf,
+    pub vsock_backend: PathBuf,
+}
+
+/// A field that does not hold up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("vcpus: {0} is not in 1..={MAX_VCPUS}")]
+    Vcpus(u32),
+    #[error("memory_mib: {mib} MiB is not in {MIN_MEMORY_MIB}..={} MiB", host_mib.map_or("host memory".to_string(), |h| h.to_string()))]
+    Memory { mib: u32, host_mib: Option<u64> },
+    #[error("{field}: {path}: {source}")]
+    File {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{field}: {path} is not a regular file")]
+    NotAFile { field: &'static str, path: PathBuf },
+    #[error("guest_cid: {0} is reserved (use 3..=4294967294)")]
+    GuestCid(u32),
+    #[error("kernel_args: {0:?} is empty or contains white space")]
+    KernelArg(String),
+    #[error("run_dir: {path} {why}")]
+    RunDir { path: PathBuf, why: &'static str },
+    #[error("qemu: {0} not found or not executable; install Debian's qemu-system-x86")]
+    QemuMissing(PathBuf),
+    #[error(
+        "vsock_backend: {0} not found or not executable; build cocoon-vsock (cargo build --bins)"
+    )]
+    VsockBackendMissing(PathBuf),
+}
+
+fn check_readable(field: &'static str, path: &Path) -> Result<(), ConfigError> {
+    let file = File::open(path).map_err(|source| ConfigError::File {
+        field,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let meta = file.metadata().map_err(|source| ConfigError::File {
+        field,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(ConfigError::NotAFile {
+            field,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// A path with a slash is taken as is; a bare name is looked up in PATH.
+pub fn find_program(program: &Path) -> Option<PathBuf> {
+    let is_executable = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.components().count() > 1 || program.is_absolute() {
+        return is_executable(program).then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn host_memory_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            for name in ["vmlinux", "initrd"] {
+                std::fs::write(dir.path().join(name), b"x").unwrap();
+            }
+            for name in ["qemu", "vsock"] {
+                let p = dir.path().join(name);
+                std::fs::write(&p, b"#!/bin/sh\n").unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            Self { dir }
+        }
+
+        fn config(&self) -> VmConfig {
+            let d = self.dir.path();
+            let mut c = VmConfig::new(d.join("vmlinux"), d.join("initrd"), d.join("run"));
+            c.qemu = d.join("qemu");
+            c.vsock_backend = d.join("vsock");
+            c.accel = AccelChoice::Tcg;
+            c
+        }
+    }
+
+    fn err(c: &VmConfig) -> String {
+        c.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_validates() {
+        let f = Files::new();
+        let v = f.config().validate().unwrap();
+        assert_eq!(v.accel.accel, crate::Accel::Tcg);
+    }
+
+    #[test]
+    fn missing_kernel_is_named() {
+        let f = Files::new();
+        let mut c = f.config();
+        c.kernel = f.dir.path().join("nope");
+        let e = err(&c);
+        assert!(e.starts_with("kernel: ") && e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_or_directory_initrd_is_named() {
+        let f = Files::new();
+        let mut c = f.config();
+        c.initrd = f.dir.path().to_path_buf();
+        assert!(err(&c).starts_with("initrd: "), "{}", err(&c));
+    }
+
+    #[test]
+    fn missing_qemu_says_how_to_install() {
+        let f = Files::new();
+        let mut c = f.config();
+        c.qemu = "qemu-system-does-not-exist".into();
+        let e = err(&c);
+        assert!(
+            e.contains("qemu-system-does-not-exist") && e.contains("qemu-system-x86"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn absurd_memory_and_vcpus_rejected() {
+        let f = Files::new();
+        let mut c = f.config();
+        c.memory_mib = 4_000_000;
+        assert!(err(&c).starts_with("memory_mib: 4000000"));
+        c.memory_mib = 1;
+        assert!(err(&c).starts_with("memory_mib: 1 "));
+        c.memory_mib = 256;
+        c.vcpus = 0;
+        assert!(err(&c).starts_with("vcpus: 0"));
+    }
+
+    #[test]
+    fn reserved_cid_bad_args_and_long_run_dir_rejected() {
+        let f = Files::new();
+        let mut c = f.config();
+        c.guest_cid = 2;
+        assert!(err(&c).starts_with("guest_cid: 2"));
+        c.guest_cid = 3;
+        c.kernel_args = vec!["a b".into()];
+        assert!(err(&c).starts_with("kernel_args: "));
+        c.kernel_args.clear();
+        c.run_dir = PathBuf::from("/").join("x".repeat(120));
+        assert!(err(&c).starts_with("run_dir: "));
+        c.run_dir = "relative".into();
+        assert!(err(&c).contains("must be absolute"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        use serde::de::value::{Error, MapDeserializer};
+        use serde::de::IntoDeserializer;
+        let pairs = [
+            ("kernel", "/k"),
+            ("initrd", "/i"),
+            ("run_dir", "/r"),
+            ("memory", "1"),
+        ];
+        let de: MapDeserializer<_, Error> =
+            MapDeserializer::new(pairs.into_iter().map(|(k, v)| (k, v.into_deserializer())));
+        let e = VmConfig::deserialize(de).unwrap_err().to_string();
+        assert!(e.contains("unknown field `memory`"), "{e}");
+    }
+
+    #[test]
+    fn bare_names_are_found_in_path() {
+        assert!(find_program(Path::new("sh")).is_some());
+        assert!(find_program(Path::new("/nonexistent/sh")).is_none());
+    }
+}

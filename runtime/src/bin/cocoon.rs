@@ -1,0 +1,192 @@
+//! `cocoon`: Cocoon's command line for people.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use cocoon_hypervisor::{AccelChoice, VmConfig};
+use cocoon_runtime::agent_client::transfer;
+use cocoon_runtime::guest_image::{self, GuestImage};
+use cocoon_runtime::pod_vm::PodVm;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Cocoon: VM-isolated pod sandboxes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pod VMs without Kubernetes.
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VmCommand {
+    /// Boot a pod VM, print the guest's details and boot timings, shut it down.
+    Boot(BootArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, clap::Args)]
+struct BootArgs {
+    /// Directory with vmlinux + initramfs.img (default: found beside this binary).
+    #[arg(long)]
+    image_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    #[arg(long, default_value_t = 256)]
+    memory_mib: u32,
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    accel: AccelArg,
+    /// Where the VM's sockets and logs live while it runs (must not exist).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 60)]
+    ready_timeout_secs: u64,
+    /// Also move this many MiB each way through the agent channel and report MB/s.
+    #[arg(long, default_value_t = 0)]
+    transfer_mib: u64,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Vm {
+            command: VmCommand::Boot(args),
+        } => rt.block_on(boot(args)),
+    }
+}
+
+async fn boot(args: BootArgs) -> anyhow::Result<()> {
+    let image = match &args.image_dir {
+        Some(dir) => GuestImage::in_dir(dir)
+            .with_context(|| format!("no vmlinux + initramfs.img in {}", dir.display()))?,
+        None => GuestImage::locate().map_err(anyhow::Error::msg)?,
+    };
+    let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
+    let mut config = VmConfig::new(&image.kernel, &image.initrd, run_dir);
+    config.vcpus = args.vcpus;
+    config.memory_mib = args.memory_mib;
+    config.accel = match args.accel {
+        AccelArg::Auto => AccelChoice::Auto,
+        AccelArg::Kvm => AccelChoice::Kvm,
+        AccelArg::Tcg => AccelChoice::Tcg,
+    };
+    config.vsock_backend = guest_image::vsock_backend();
+    let valid = config.validate()?;
+
+    let (mut pod, details, t) =
+        PodVm::boot(&valid, Duration::from_secs(args.ready_timeout_secs)).await?;
+    let mut transfer_rates = None;
+    if args.transfer_mib > 0 {
+        let bytes = args.transfer_mib * 1024 * 1024;
+        let up = transfer::host_to_guest(&mut pod.agent, bytes, 1).await;
+        let down = transfer::guest_to_host(&mut pod.agent, bytes, 2).await;
+        match (up, down) {
+            (Ok(up), Ok(down)) => {
+                transfer_rates = Some((
+                    transfer::mb_per_s(bytes, up),
+                    transfer::mb_per_s(bytes, down),
+                ))
+            }
+            (up, down) => {
+                let exit = pod.shutdown(Duration::from_secs(5)).await;
+                anyhow::bail!(
+                    "transfer failed: host→guest {up:?}, guest→host {down:?}; VM: {exit}"
+                );
+            }
+        }
+    }
+    let accel = pod.vm.accel().clone();
+    let exit = pod.shutdown(Duration::from_secs(10)).await;
+
+    let s = |d: Duration| d.as_secs_f64();
+    if args.json {
+        let mut v = serde_json::json!({
+            "accel": accel.accel.to_string(),
+            "total_s": s(t.total),
+            "vmm_start_s": s(t.vmm_start),
+            "kernel_boot_s": s(t.kernel_boot),
+            "agent_init_s": s(t.agent_init),
+            "handshake_s": s(t.handshake),
+            "attempts": t.attempts,
+            "kernel_release": details.kernel_release,
+            "vcpus": details.vcpus,
+            "memory_total_bytes": details.memory_total_bytes,
+            "agent_version": details.agent_version,
+            "exit": exit.to_string(),
+        });
+        if let Some((up, down)) = transfer_rates {
+            v["host_to_guest_mb_s"] = up.into();
+            v["guest_to_host_mb_s"] = down.into();
+        }
+        println!("{v}");
+    } else {
+        println!(
+            "pod VM ready in {:.3} s (accel {}: {})",
+            s(t.total),
+            accel.accel,
+            accel.reason
+        );
+        println!("  vmm start    {:.3} s", s(t.vmm_start));
+        println!("  kernel boot  {:.3} s", s(t.kernel_boot));
+        println!("  agent init   {:.3} s", s(t.agent_init));
+        println!(
+            "  handshake    {:.3} s ({} attempts)",
+            s(t.handshake),
+            t.attempts
+        );
+        println!(
+            "guest: Linux {} ({}), {} vCPUs, {} MiB, agent {}",
+            details.kernel_release,
+            details.kernel_version,
+            details.vcpus,
+            details.memory_total_bytes / (1024 * 1024),
+            details.agent_version
+        );
+        if let Some((up, down)) = transfer_rates {
+            println!("vsock: host→guest {up:.1} MB/s, guest→host {down:.1} MB/s ({} MiB each way, SHA-256 verified)", args.transfer_mib);
+        }
+        println!("{exit}");
+    }
+    if !matches!(exit.reason, cocoon_hypervisor::ExitReason::Shutdown) {
+        anyhow::bail!("VM did not shut down cleanly: {exit}");
+    }
+    Ok(())
+}
+
+fn default_run_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/run".into());
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    base.join("cocoon/vms").join(unique)
+}

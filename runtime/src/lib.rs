@@ -1,0 +1,8 @@
+//! Cocoon's host runtime: pod VMs and the client of the agent inside them.
+//!
+//! [`pod_vm::PodVm`] boots a VM through `cocoon-hypervisor` and waits, through the
+//! hybrid vsock socket, until the agent answers ([`agent_client`]).
+
+pub mod agent_client;
+pub mod guest_image;
+pub mod pod_vm;
