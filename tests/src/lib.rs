@@ -1,1 +1,91 @@
-//! Shared helpers of the end-to-end tests.
+//! Shared helpers of Cocoon's end-to-end tests: real guest VMs, no fakes.
+//!
+//! The guest image comes from `guest-image/build.sh` (the test script builds it first);
+//! binaries (`cocoon-vsock`, `cocoon`) from `cargo build --bins` of this workspace.
+
+use cocoon_hypervisor::config::ValidVmConfig;
+use cocoon_hypervisor::VmConfig;
+use cocoon_runtime::guest_image::{self, GuestImage};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Boot + agent under TCG takes seconds; leave room for a loaded 2-core machine.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The guest image, or a panic saying how to build it.
+pub fn guest_image() -> GuestImage {
+    GuestImage::locate().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A scratch directory for one test's VMs, removed at the end.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("cocoon-e2e-")
+        .tempdir_in("/tmp")
+        .expect("create scratch dir")
+}
+
+/// A VM config on the built guest image with its run dir under `scratch`.
+pub fn vm_config(scratch: &Path, name: &str) -> VmConfig {
+    let image = guest_image();
+    let mut c = VmConfig::new(image.kernel, image.initrd, scratch.join(name));
+    c.vsock_backend = guest_image::vsock_backend();
+    c
+}
+
+pub fn validate(c: &VmConfig) -> ValidVmConfig {
+    c.validate().unwrap_or_else(|e| panic!("config: {e}"))
+}
+
+/// Pids of live processes whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &Path) -> Vec<(u32, String)> {
+    let needle = needle.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(&needle) && !is_zombie(pid) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Asserts a VM left nothing behind: no process mentions its run dir, the dir is gone.
+pub fn assert_nothing_left(run_dir: &Path) {
+    let procs = processes_mentioning(run_dir);
+    assert!(procs.is_empty(), "processes left behind: {procs:?}");
+    assert!(
+        !run_dir.exists(),
+        "run dir left behind: {}",
+        run_dir.display()
+    );
+}
+
+/// Where cargo put this workspace's binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}

@@ -295,15 +295,24 @@ impl Supervisor {
     async fn run(self, mut vmm: Child, mut vsock: Child, tx: watch::Sender<Option<VmExit>>) {
         let mut backend_failure = None;
         let status = tokio::select! {
+            biased;
             status = vmm.wait() => status,
             status = vsock.wait() => {
-                let why = match status {
-                    Ok(s) => format!("exited with {s}"),
-                    Err(e) => e.to_string(),
-                };
-                backend_failure = Some(format!("{why}: {}", console::tail(&self.run_dir.join(VSOCK_LOG), 5)));
-                let _ = vmm.start_kill();
-                vmm.wait().await
+                // The device also exits when QEMU closes the vhost-user connection on
+                // its way out; only a VMM that keeps running means the device failed.
+                match tokio::time::timeout(BACKEND_LINGER, vmm.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        let why = match status {
+                            Ok(s) => format!("exited with {s}"),
+                            Err(e) => e.to_string(),
+                        };
+                        let log = console::tail(&self.run_dir.join(VSOCK_LOG), 5);
+                        backend_failure = Some(format!("{why}: {log}"));
+                        let _ = vmm.start_kill();
+                        vmm.wait().await
+                    }
+                }
             }
         };
         // Without its frontend the vsock device exits by itself; make sure of it.

@@ -2,12 +2,13 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use cocoon_hypervisor::{AccelChoice, VmConfig};
+use cocoon_hypervisor::config::ValidVmConfig;
+use cocoon_hypervisor::{AccelChoice, ExitReason, Vm, VmConfig};
 use cocoon_runtime::agent_client::transfer;
 use cocoon_runtime::guest_image::{self, GuestImage};
 use cocoon_runtime::pod_vm::PodVm;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Cocoon: VM-isolated pod sandboxes")]
@@ -43,6 +44,16 @@ struct BootArgs {
     /// Directory with vmlinux + initramfs.img (default: found beside this binary).
     #[arg(long)]
     image_dir: Option<PathBuf>,
+    /// Kernel to boot instead of the image's.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Initramfs to boot instead of the image's.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Do not wait for an agent: wait until the guest ends by itself and report launch →
+    /// exit (the boot benchmark's trivial-init baseline uses this).
+    #[arg(long)]
+    no_agent: bool,
     #[arg(long, default_value_t = 1)]
     vcpus: u32,
     #[arg(long, default_value_t = 256)]
@@ -85,7 +96,9 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
         None => GuestImage::locate().map_err(anyhow::Error::msg)?,
     };
     let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
-    let mut config = VmConfig::new(&image.kernel, &image.initrd, run_dir);
+    let kernel = args.kernel.clone().unwrap_or(image.kernel);
+    let initrd = args.initrd.clone().unwrap_or(image.initrd);
+    let mut config = VmConfig::new(kernel, initrd, run_dir);
     config.vcpus = args.vcpus;
     config.memory_mib = args.memory_mib;
     config.accel = match args.accel {
@@ -95,6 +108,9 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
     };
     config.vsock_backend = guest_image::vsock_backend();
     let valid = config.validate()?;
+    if args.no_agent {
+        return boot_until_exit(&valid, &args).await;
+    }
 
     let (mut pod, details, t) =
         PodVm::boot(&valid, Duration::from_secs(args.ready_timeout_secs)).await?;
@@ -170,8 +186,39 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
         }
         println!("{exit}");
     }
-    if !matches!(exit.reason, cocoon_hypervisor::ExitReason::Shutdown) {
+    if !matches!(exit.reason, ExitReason::Shutdown) {
         anyhow::bail!("VM did not shut down cleanly: {exit}");
+    }
+    Ok(())
+}
+
+/// Boots and waits for the guest to end by itself; reports launch → exit.
+async fn boot_until_exit(valid: &ValidVmConfig, args: &BootArgs) -> anyhow::Result<()> {
+    let launched = Instant::now();
+    let vm = Vm::start(valid).await?;
+    let exit =
+        match tokio::time::timeout(Duration::from_secs(args.ready_timeout_secs), vm.wait()).await {
+            Ok(exit) => exit,
+            Err(_) => vm.kill().await,
+        };
+    let took = launched.elapsed().as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "accel": vm.accel().accel.to_string(),
+                "launch_to_exit_s": took,
+                "exit": exit.to_string(),
+            })
+        );
+    } else {
+        println!("guest ended {took:.3} s after launch: {exit}");
+    }
+    if !matches!(exit.reason, ExitReason::Shutdown) {
+        anyhow::bail!(
+            "guest did not end cleanly: {exit}\n--- console ---\n{}",
+            exit.console_tail
+        );
     }
     Ok(())
 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine for Cocoon: system packages, then the guest image.
+# Idempotent: installs only what is missing, and the guest image build is cached.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# qemu-system-x86: the VMM on these machines; linux-source-6.1 and its build tools: our
+# guest kernel; cpio: the initramfs; busybox-static: the trivial init of the boot bench.
+PACKAGES=(
+    qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio
+    xz-utils zstd kmod busybox-static python3 gcc make
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    echo "setup: system packages present"
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+
+echo "setup: building the guest image"
+guest-image/build.sh
