@@ -1,0 +1,113 @@
+//! The VM configuration, validated before anything is built.
+
+use std::path::PathBuf;
+
+use crate::boot::BootSource;
+
+/// Most vCPUs: what the MP table holds and our guest kernel's NR_CPUS.
+pub const MAX_VCPUS: u8 = 32;
+/// Least guest memory.
+pub const MIN_MEMORY_MIB: u32 = 2;
+/// Most guest memory (the MMIO gap leaves 3 GiB below 4 GiB).
+pub const MAX_MEMORY_MIB: u32 = 256 * 1024;
+
+/// Where the serial console's output goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SerialOutput {
+    #[default]
+    Discard,
+    /// A file, created or truncated.
+    File(PathBuf),
+    /// This process's standard output.
+    Stdout,
+}
+
+/// What to build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    pub boot: BootSource,
+    /// Where the serial console's output goes.
+    pub serial: SerialOutput,
+    /// Adds the debug-exit port (test guests).
+    pub debug_exit: bool,
+    /// Adds a virtio-rng device.
+    pub entropy: bool,
+}
+
+impl VmConfig {
+    /// A configuration with one vCPU, 128 MiB, the serial output discarded and no
+    /// optional devices.
+    pub fn new(boot: BootSource) -> VmConfig {
+        VmConfig {
+            vcpus: 1,
+            memory_mib: 128,
+            boot,
+            serial: SerialOutput::Discard,
+            debug_exit: false,
+            entropy: false,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_VCPUS).contains(&self.vcpus) {
+            return Err(ConfigError::Vcpus(self.vcpus));
+        }
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
+            return Err(ConfigError::MemoryMib(self.memory_mib));
+        }
+        if let BootSource::Raw { code, .. } = &self.boot {
+            if code.is_empty() {
+                return Err(ConfigError::EmptyCode);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configuration field out of range.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("vcpus: {0} is not in 1..={MAX_VCPUS}")]
+    Vcpus(u8),
+    #[error("memory_mib: {0} is not in {MIN_MEMORY_MIB}..={MAX_MEMORY_MIB}")]
+    MemoryMib(u32),
+    #[error("boot: raw code is empty")]
+    EmptyCode,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_range_checked() {
+        let raw = BootSource::Raw {
+            code: vec![0x90],
+            load_addr: 0x1000,
+        };
+        let ok = VmConfig::new(raw);
+        assert_eq!(ok.validate(), Ok(()));
+        let bad = VmConfig {
+            vcpus: 0,
+            ..ok.clone()
+        };
+        assert_eq!(bad.validate(), Err(ConfigError::Vcpus(0)));
+        let bad = VmConfig {
+            vcpus: 33,
+            ..ok.clone()
+        };
+        assert_eq!(bad.validate(), Err(ConfigError::Vcpus(33)));
+        let bad = VmConfig {
+            memory_mib: 1,
+            ..ok.clone()
+        };
+        assert_eq!(bad.validate(), Err(ConfigError::MemoryMib(1)));
+        let empty = BootSource::Raw {
+            code: vec![],
+            load_addr: 0,
+        };
+        assert_eq!(VmConfig::new(empty).validate(), Err(ConfigError::EmptyCode));
+    }
+}

@@ -1,0 +1,108 @@
+//! virtio devices over our own virtio-mmio transport (virtio 1.x, "version 2").
+//!
+//! The transport owns the register state and validates everything the guest writes;
+//! a device sees its queues only once the driver set DRIVER_OK and every ready queue
+//! lies in guest memory. Queue processing uses `virtio_queue::Queue` directly on
+//! `GuestMemoryMmap`.
+
+pub mod mmio;
+pub mod queue;
+pub mod rng;
+
+#[cfg(test)]
+mod mmio_proptest;
+#[cfg(test)]
+pub(crate) mod test_utils;
+
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+pub use mmio::MmioTransport;
+pub use rng::Rng;
+
+/// A device behind the virtio-mmio transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device id (`VIRTIO_ID_*`).
+    fn device_type(&self) -> u32;
+    /// The features the device offers, `VIRTIO_F_VERSION_1` included.
+    fn features(&self) -> u64;
+    /// Maximum size of each queue (each a power of two, at most 32768).
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Reads device config space at `offset`; any offset and length may come in.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes device config space; any offset and length may come in.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the device with the driver's queues.
+    fn activate(&mut self, active: ActiveDevice) -> Result<(), ActivateError>;
+    /// The driver notified queue `index` (< the number of queues).
+    fn queue_notify(&mut self, index: u16);
+    /// Drops the queues and returns to the state before activation.
+    fn reset(&mut self);
+}
+
+/// What a device gets at activation.
+pub struct ActiveDevice {
+    pub mem: GuestMemoryMmap,
+    pub queues: Vec<Queue>,
+    pub interrupt: Arc<VirtioInterrupt>,
+    pub acked_features: u64,
+}
+
+/// Why a device refused activation.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ActivateError {
+    #[error("queue {0} is not ready")]
+    QueueNotReady(usize),
+    #[error("expected {expected} queues, got {got}")]
+    QueueCount { expected: usize, got: usize },
+}
+
+/// A device's interrupt: the InterruptStatus bits and the irqfd that raises its line.
+pub struct VirtioInterrupt {
+    status: AtomicU32,
+    irq: EventFd,
+}
+
+impl VirtioInterrupt {
+    pub fn new(irq: EventFd) -> VirtioInterrupt {
+        VirtioInterrupt {
+            status: AtomicU32::new(0),
+            irq,
+        }
+    }
+
+    /// Tells the driver there are used buffers.
+    pub fn signal_used_queue(&self) -> io::Result<()> {
+        self.raise(VIRTIO_MMIO_INT_VRING)
+    }
+
+    /// Tells the driver the configuration (or device status) changed.
+    pub fn signal_config_change(&self) -> io::Result<()> {
+        self.raise(VIRTIO_MMIO_INT_CONFIG)
+    }
+
+    fn raise(&self, bit: u32) -> io::Result<()> {
+        self.status.fetch_or(bit, Ordering::SeqCst);
+        self.irq.write(1)
+    }
+
+    /// The InterruptStatus register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// InterruptACK: clears `bits`.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    fn clear(&self) {
+        self.status.store(0, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,61 @@
+//! cocoon-vmm: Cocoon's builtin KVM micro-VMM.
+//!
+//! One process per VM, one thread per vCPU, no async. The guest is hostile: every
+//! port, MMIO and virtqueue access is checked before a device acts on it.
+//!
+//! - [`vstate`]: the KVM VM, guest memory, vCPUs and their threads;
+//! - [`arch::x86_64`]: address layout, boot CPU state, GDT, page tables, MP table,
+//!   CPUID and MSRs;
+//! - [`boot`]: PVH vmlinux and raw test code;
+//! - [`devices`]: the port and MMIO buses, legacy devices, virtio-mmio and its devices;
+//! - [`vmm`]: putting it together: [`Vmm::start`], [`Vmm::wait_timeout`], [`Vmm::stop`].
+
+pub mod arch;
+pub mod boot;
+mod builder;
+pub mod config;
+pub mod devices;
+pub mod exit;
+pub mod host;
+pub mod vmm;
+pub mod vstate;
+
+pub use boot::BootSource;
+pub use config::{SerialOutput, VmConfig};
+pub use exit::{CrashCause, ResetCause, VmExit};
+pub use vmm::{VmStats, Vmm};
+
+use std::path::PathBuf;
+
+/// Errors while building or starting a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration")]
+    Config(#[from] config::ConfigError),
+    #[error("installing the vCPU kick handler")]
+    KickHandler(#[source] vmm_sys_util::errno::Error),
+    #[error("guest memory")]
+    Memory(#[from] vstate::memory::MemoryError),
+    #[error("VM")]
+    Vm(#[from] vstate::vm::VmError),
+    #[error("vCPU")]
+    Vcpu(#[from] vstate::vcpu::VcpuError),
+    #[error("creating an eventfd")]
+    EventFd(#[source] std::io::Error),
+    #[error("opening serial log {path}")]
+    SerialLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the entropy source")]
+    Entropy(#[source] std::io::Error),
+    #[error("placing a device")]
+    Bus(#[from] devices::BusError),
+    #[error("virtio queue setup")]
+    Queue(#[from] devices::virtio::queue::QueueError),
+    #[error("MP table")]
+    Mptable(#[from] arch::x86_64::mptable::MptableError),
+    #[error("boot")]
+    Boot(#[from] boot::BootError),
+}

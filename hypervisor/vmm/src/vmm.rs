@@ -1,0 +1,145 @@
+//! A running VM: built from a [`VmConfig`], waited on, stopped.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use vm_memory::GuestMemoryMmap;
+
+use crate::arch::x86_64::mptable;
+use crate::boot;
+use crate::builder::build_devices;
+use crate::config::VmConfig;
+use crate::exit::{ExitLatch, VmExit};
+use crate::vstate::kick;
+use crate::vstate::memory;
+use crate::vstate::vcpu::{Vcpu, VcpuHandle, VcpuMetrics, VcpuShared};
+use crate::vstate::vm::Vm;
+use crate::Error;
+
+/// How long [`Vmm::stop`] kicks a vCPU thread before abandoning it.
+const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Exit counters summed over the vCPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmStats {
+    pub exits: u64,
+    pub pio: u64,
+    pub mmio: u64,
+    /// Accesses no device took (unmapped or refused by a bus).
+    pub unhandled: u64,
+}
+
+/// A VM whose vCPUs are running. Dropping it stops them.
+pub struct Vmm {
+    vcpus: Vec<VcpuHandle>,
+    vcpu_metrics: Vec<Arc<VcpuMetrics>>,
+    exit: Arc<ExitLatch>,
+    created: Instant,
+    first_exit: Arc<OnceLock<Instant>>,
+    vm: Vm,
+}
+
+impl Vmm {
+    /// Validates `config`, builds the VM and starts its vCPUs.
+    pub fn start(config: VmConfig) -> Result<Vmm, Error> {
+        let created = Instant::now();
+        config.validate()?;
+        kick::install_handler().map_err(Error::KickHandler)?;
+        let mem = memory::create(u64::from(config.memory_mib) << 20)?;
+        let vm = Vm::new(mem)?;
+        let exit = Arc::new(ExitLatch::default());
+        let devices = build_devices(&config, &vm, &exit)?;
+        mptable::setup(vm.memory(), config.vcpus)?;
+        let entry = boot::load(vm.memory(), &config.boot, &devices.cmdline)?;
+
+        let vcpus = (0..config.vcpus)
+            .map(|i| Vcpu::new(&vm, i, config.vcpus, &entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shared = VcpuShared {
+            pio: Arc::new(devices.pio),
+            mmio: Arc::new(devices.mmio),
+            exit: exit.clone(),
+            first_exit: Arc::default(),
+        };
+        let mut vmm = Vmm {
+            vcpus: Vec::with_capacity(vcpus.len()),
+            vcpu_metrics: vcpus.iter().map(Vcpu::metrics).collect(),
+            exit,
+            created,
+            first_exit: shared.first_exit.clone(),
+            vm,
+        };
+        for vcpu in vcpus {
+            // On error, dropping `vmm` stops the vCPUs already running.
+            vmm.vcpus.push(vcpu.spawn(shared.clone())?);
+        }
+        tracing::info!(
+            vcpus = config.vcpus,
+            memory_mib = config.memory_mib,
+            setup_us = created.elapsed().as_micros() as u64,
+            "VM started"
+        );
+        Ok(vmm)
+    }
+
+    /// Waits up to `timeout` for the VM to end.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<VmExit> {
+        self.exit.wait_timeout(timeout)
+    }
+
+    /// Waits for the VM to end.
+    pub fn wait(&self) -> VmExit {
+        loop {
+            if let Some(exit) = self.exit.wait_timeout(Duration::from_secs(3600)) {
+                return exit;
+            }
+        }
+    }
+
+    /// Ends the VM (if it has not ended) and stops its vCPU threads.
+    pub fn stop(mut self) -> VmExit {
+        self.stop_vcpus()
+    }
+
+    fn stop_vcpus(&mut self) -> VmExit {
+        self.exit.report(VmExit::Stopped);
+        for vcpu in self.vcpus.drain(..) {
+            vcpu.stop(VCPU_STOP_TIMEOUT);
+        }
+        self.exit.get().unwrap_or(VmExit::Stopped)
+    }
+
+    /// Guest memory, for inspection.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        self.vm.memory()
+    }
+
+    /// Time from the start of [`Vmm::start`] to the guest's first exit (its first
+    /// port or MMIO access), once there was one.
+    pub fn time_to_first_exit(&self) -> Option<Duration> {
+        self.first_exit
+            .get()
+            .map(|t| t.saturating_duration_since(self.created))
+    }
+
+    /// Exit counters summed over the vCPUs.
+    pub fn stats(&self) -> VmStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.vcpu_metrics
+            .iter()
+            .fold(VmStats::default(), |s, m| VmStats {
+                exits: s.exits + m.exits.load(Relaxed),
+                pio: s.pio + m.pio.load(Relaxed),
+                mmio: s.mmio + m.mmio.load(Relaxed),
+                unhandled: s.unhandled + m.unhandled.load(Relaxed),
+            })
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        if !self.vcpus.is_empty() {
+            self.stop_vcpus();
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Shared helpers for tests that run real (tiny) guests on /dev/kvm.
+
+#![allow(dead_code)]
+
+pub mod asm;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cocoon_vmm::{BootSource, SerialOutput, VmConfig, VmExit, Vmm};
+
+/// Where test code is loaded and entered (1 MiB).
+pub const CODE_ADDR: u64 = 0x10_0000;
+
+/// Whether /dev/kvm exists; prints why the test is skipped when it does not. A
+/// /dev/kvm that exists but cannot be used fails the test instead.
+pub fn kvm_or_skip(test: &str) -> bool {
+    let present = std::path::Path::new("/dev/kvm").exists();
+    if !present {
+        eprintln!("SKIP {test}: this host has no /dev/kvm");
+    }
+    present
+}
+
+/// A configuration for raw test code: 1 vCPU, 32 MiB, debug-exit port, serial log.
+pub fn raw_config(code: Vec<u8>, serial_log: PathBuf) -> VmConfig {
+    VmConfig {
+        memory_mib: 32,
+        serial: SerialOutput::File(serial_log),
+        debug_exit: true,
+        ..VmConfig::new(BootSource::Raw {
+            code,
+            load_addr: CODE_ADDR,
+        })
+    }
+}
+
+/// What a finished test VM left behind.
+pub struct Outcome {
+    pub exit: Option<VmExit>,
+    pub serial: String,
+    pub elapsed: Duration,
+    pub first_exit: Option<Duration>,
+    pub vmm: Vmm,
+}
+
+/// Starts `config`, waits up to `timeout` for the VM to end on its own, and
+/// returns the still-owned VMM (drop or stop it to end the vCPUs).
+pub fn run(config: VmConfig, timeout: Duration) -> Outcome {
+    let log = match &config.serial {
+        SerialOutput::File(path) => Some(path.clone()),
+        _ => None,
+    };
+    let start = Instant::now();
+    let vmm = Vmm::start(config).expect("VM starts");
+    let exit = vmm.wait_timeout(timeout);
+    let elapsed = start.elapsed();
+    let serial = log
+        .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
+        .unwrap_or_default();
+    Outcome {
+        exit,
+        serial,
+        elapsed,
+        first_exit: vmm.time_to_first_exit(),
+        vmm,
+    }
+}
