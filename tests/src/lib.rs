@@ -1,7 +1,10 @@
 //! Shared helpers of Cocoon's end-to-end tests: real guest VMs, no fakes.
 //!
 //! The guest image comes from `guest-image/build.sh` (the test script builds it first);
-//! binaries (`cocoon-vsock`, `cocoon`) from `cargo build --bins` of this workspace.
+//! binaries (`cocoon-vsock`, `cocoon-vmm`, `cocoon`) from `cargo build --bins` of this
+//! workspace. [`scenario`] holds the end-to-end scenarios every backend runs.
+
+pub mod scenario;
 
 use cocoon_hypervisor::config::ValidVmConfig;
 use cocoon_hypervisor::VmConfig;

@@ -95,6 +95,16 @@ pub fn detect(facts: &HostFacts) -> Detected {
     }
 }
 
+/// Whether this host's KVM boots Linux guests (what the builtin backend needs);
+/// otherwise why not.
+pub fn hardware_kvm() -> Result<(), String> {
+    let detected = detect(&HostFacts::probe());
+    match detected.accel {
+        Accel::Kvm => Ok(()),
+        Accel::Tcg => Err(detected.reason),
+    }
+}
+
 /// Resolves a configured choice on this host.
 pub fn resolve(choice: AccelChoice) -> Detected {
     match choice {

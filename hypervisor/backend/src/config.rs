@@ -4,7 +4,7 @@
 //! checks every field against the host and returns a [`ValidVmConfig`] with paths
 //! resolved and acceleration decided, or a [`ConfigError`] naming the field.
 
-use crate::accel::{self, AccelChoice, Detected};
+use crate::accel::{self, Accel, AccelChoice, Detected};
 use serde::Deserialize;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 pub const MIN_MEMORY_MIB: u32 = 64;
 /// More vCPUs than this is a configuration mistake, not a pod.
 pub const MAX_VCPUS: u32 = 64;
+/// The most vCPUs cocoon-vmm builds (its MP table, our kernel's NR_CPUS).
+pub const BUILTIN_MAX_VCPUS: u32 = 32;
 /// Longest unix socket path (sun_path holds 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 /// Room for the `_<port>` suffix of guest-initiated connection sockets.
@@ -26,6 +28,8 @@ pub enum Backend {
     /// Debian's qemu-system-x86_64, `-M microvm`, with our vhost-user vsock device.
     #[default]
     Qemu,
+    /// Cocoon's own KVM VMM (`cocoon-vmm`), vsock device in process. Needs KVM.
+    Builtin,
 }
 
 /// A VM to start.
@@ -55,6 +59,9 @@ pub struct VmConfig {
     /// The vhost-user vsock backend (`cocoon-vsock`): a command name or a path.
     #[serde(default = "default_vsock_backend")]
     pub vsock_backend: PathBuf,
+    /// The builtin VMM (`cocoon-vmm`): a command name or a path.
+    #[serde(default = "default_vmm")]
+    pub vmm: PathBuf,
     /// Directory for the VM's sockets and logs; created by start, removed by cleanup.
     pub run_dir: PathBuf,
 }
@@ -73,6 +80,9 @@ fn default_qemu() -> PathBuf {
 }
 fn default_vsock_backend() -> PathBuf {
     "cocoon-vsock".into()
+}
+fn default_vmm() -> PathBuf {
+    "cocoon-vmm".into()
 }
 
 impl VmConfig {
@@ -93,6 +103,7 @@ impl VmConfig {
             guest_cid: default_guest_cid(),
             qemu: default_qemu(),
             vsock_backend: default_vsock_backend(),
+            vmm: default_vmm(),
             run_dir: run_dir.into(),
         }
     }
@@ -134,19 +145,63 @@ impl VmConfig {
                 why: "too long for its unix sockets (sun_path is 108 bytes)",
             });
         }
-        let qemu = match self.backend {
-            Backend::Qemu => find_program(&self.qemu)
-                .ok_or_else(|| ConfigError::QemuMissing(self.qemu.clone()))?,
+        let (accel, programs) = match self.backend {
+            Backend::Qemu => (accel::resolve(self.accel), self.qemu_programs()?),
+            Backend::Builtin => self.builtin_programs()?,
         };
-        let vsock_backend = find_program(&self.vsock_backend)
-            .ok_or_else(|| ConfigError::VsockBackendMissing(self.vsock_backend.clone()))?;
         Ok(ValidVmConfig {
-            accel: accel::resolve(self.accel),
-            qemu,
-            vsock_backend,
+            accel,
+            programs,
             config: self.clone(),
         })
     }
+
+    fn qemu_programs(&self) -> Result<Programs, ConfigError> {
+        let qemu =
+            find_program(&self.qemu).ok_or_else(|| ConfigError::QemuMissing(self.qemu.clone()))?;
+        let vsock_backend = find_program(&self.vsock_backend)
+            .ok_or_else(|| ConfigError::VsockBackendMissing(self.vsock_backend.clone()))?;
+        Ok(Programs::Qemu {
+            qemu,
+            vsock_backend,
+        })
+    }
+
+    /// The builtin VMM runs on KVM or not at all.
+    fn builtin_programs(&self) -> Result<(Detected, Programs), ConfigError> {
+        if self.vcpus > BUILTIN_MAX_VCPUS {
+            return Err(ConfigError::BuiltinVcpus(self.vcpus));
+        }
+        let accel = match self.accel {
+            AccelChoice::Tcg => {
+                return Err(ConfigError::BuiltinNeedsKvm(
+                    "tcg was asked for, and only the qemu backend has it".into(),
+                ))
+            }
+            choice => accel::resolve(choice),
+        };
+        if accel.accel != Accel::Kvm {
+            return Err(ConfigError::BuiltinNeedsKvm(format!(
+                "{}; use the qemu backend here",
+                accel.reason
+            )));
+        }
+        let vmm =
+            find_program(&self.vmm).ok_or_else(|| ConfigError::VmmMissing(self.vmm.clone()))?;
+        Ok((accel, Programs::Builtin { vmm }))
+    }
+}
+
+/// The programs a validated config launches, found on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Programs {
+    /// QEMU and the vhost-user vsock device process.
+    Qemu {
+        qemu: PathBuf,
+        vsock_backend: PathBuf,
+    },
+    /// `cocoon-vmm`, with the vsock device inside.
+    Builtin { vmm: PathBuf },
 }
 
 /// A config that passed [`VmConfig::validate`].
@@ -154,8 +209,7 @@ impl VmConfig {
 pub struct ValidVmConfig {
     pub config: VmConfig,
     pub accel: Detected,
-    pub qemu: PathBuf,
-    pub vsock_backend: PathBuf,
+    pub programs: Programs,
 }
 
 /// A field that does not hold up.
@@ -186,6 +240,12 @@ pub enum ConfigError {
         "vsock_backend: {0} not found or not executable; build cocoon-vsock (cargo build --bins)"
     )]
     VsockBackendMissing(PathBuf),
+    #[error("vmm: {0} not found or not executable; build cocoon-vmm (cargo build --bins)")]
+    VmmMissing(PathBuf),
+    #[error("accel: the builtin backend needs KVM: {0}")]
+    BuiltinNeedsKvm(String),
+    #[error("vcpus: {0} is more than the builtin VMM's {BUILTIN_MAX_VCPUS}")]
+    BuiltinVcpus(u32),
 }
 
 fn check_readable(field: &'static str, path: &Path) -> Result<(), ConfigError> {
@@ -246,7 +306,7 @@ mod tests {
             for name in ["vmlinux", "initrd"] {
                 std::fs::write(dir.path().join(name), b"x").unwrap();
             }
-            for name in ["qemu", "vsock"] {
+            for name in ["qemu", "vsock", "vmm"] {
                 let p = dir.path().join(name);
                 std::fs::write(&p, b"#!/bin/sh\n").unwrap();
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -259,7 +319,15 @@ mod tests {
             let mut c = VmConfig::new(d.join("vmlinux"), d.join("initrd"), d.join("run"));
             c.qemu = d.join("qemu");
             c.vsock_backend = d.join("vsock");
+            c.vmm = d.join("vmm");
             c.accel = AccelChoice::Tcg;
+            c
+        }
+
+        fn builtin(&self) -> VmConfig {
+            let mut c = self.config();
+            c.backend = Backend::Builtin;
+            c.accel = AccelChoice::Kvm;
             c
         }
     }
@@ -347,6 +415,53 @@ mod tests {
             MapDeserializer::new(pairs.into_iter().map(|(k, v)| (k, v.into_deserializer())));
         let e = VmConfig::deserialize(de).unwrap_err().to_string();
         assert!(e.contains("unknown field `memory`"), "{e}");
+    }
+
+    #[test]
+    fn builtin_runs_cocoon_vmm_on_kvm_only() {
+        let f = Files::new();
+        let v = f.builtin().validate().unwrap();
+        assert_eq!(v.accel.accel, crate::Accel::Kvm);
+        assert_eq!(
+            v.programs,
+            Programs::Builtin {
+                vmm: f.dir.path().join("vmm")
+            }
+        );
+        // No vsock device process: its binary need not exist.
+        let mut c = f.builtin();
+        c.vsock_backend = "/nonexistent/cocoon-vsock".into();
+        assert!(c.validate().is_ok());
+        c.accel = AccelChoice::Tcg;
+        let e = err(&c);
+        assert!(e.starts_with("accel: the builtin backend needs KVM"), "{e}");
+        assert!(e.contains("qemu backend"), "{e}");
+    }
+
+    #[test]
+    fn builtin_names_a_missing_vmm_and_too_many_vcpus() {
+        let f = Files::new();
+        let mut c = f.builtin();
+        c.vmm = "cocoon-vmm-does-not-exist".into();
+        let e = err(&c);
+        assert!(e.starts_with("vmm: cocoon-vmm-does-not-exist"), "{e}");
+        assert!(e.contains("cargo build --bins"), "{e}");
+        let mut c = f.builtin();
+        c.vcpus = 33;
+        assert!(err(&c).starts_with("vcpus: 33"), "{}", err(&c));
+    }
+
+    #[test]
+    fn backend_names_parse() {
+        use serde::de::value::{Error, StrDeserializer};
+        use serde::de::IntoDeserializer;
+        let parse = |s: &'static str| {
+            let de: StrDeserializer<'_, Error> = s.into_deserializer();
+            Backend::deserialize(de)
+        };
+        assert_eq!(parse("builtin").unwrap(), Backend::Builtin);
+        assert_eq!(parse("qemu").unwrap(), Backend::Qemu);
+        assert!(parse("firecracker").is_err());
     }
 
     #[test]

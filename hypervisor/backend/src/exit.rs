@@ -55,6 +55,8 @@ impl fmt::Display for VmExit {
 pub struct Circumstances {
     /// Cocoon sent the VMM a signal to end it.
     pub stopped_by_us: bool,
+    /// The exit code the VMM uses when a signal ended it (cocoon-vmm: 3; QEMU exits 0).
+    pub signal_exit_code: Option<i32>,
 }
 
 /// Decides why a VMM ended from its status, the console and its error output.
@@ -73,6 +75,7 @@ pub fn classify(
     match (status.code(), status.signal()) {
         (Some(0), _) => ExitReason::Shutdown,
         (_, Some(_)) => ExitReason::Killed,
+        (code @ Some(_), None) if code == how.signal_exit_code => ExitReason::Killed,
         _ => ExitReason::VmmFailed(crate::console::last_lines(vmm_stderr, 5)),
     }
 }
@@ -83,9 +86,15 @@ mod tests {
 
     const NOT_US: Circumstances = Circumstances {
         stopped_by_us: false,
+        signal_exit_code: None,
     };
     const US: Circumstances = Circumstances {
         stopped_by_us: true,
+        signal_exit_code: None,
+    };
+    const BUILTIN: Circumstances = Circumstances {
+        stopped_by_us: false,
+        signal_exit_code: Some(3),
     };
 
     fn exited(code: i32) -> ExitStatus {
@@ -110,6 +119,22 @@ mod tests {
         assert_eq!(classify(signaled(9), US, "", ""), ExitReason::Stopped);
         // QEMU exits 0 on SIGTERM: still ours.
         assert_eq!(classify(exited(0), US, "", ""), ExitReason::Stopped);
+    }
+
+    #[test]
+    fn a_vmm_that_reports_signals_by_exit_code() {
+        assert_eq!(classify(exited(3), BUILTIN, "", ""), ExitReason::Killed);
+        let us = Circumstances {
+            stopped_by_us: true,
+            ..BUILTIN
+        };
+        assert_eq!(classify(exited(3), us, "", ""), ExitReason::Stopped);
+        let crash = "ERROR cocoon_vmm: VM exit exit=vCPU 0 crashed: KVM internal error 1\n";
+        assert_eq!(
+            classify(exited(2), BUILTIN, "", crash),
+            ExitReason::VmmFailed(crash.trim_end().into())
+        );
+        assert_eq!(classify(exited(0), BUILTIN, "", ""), ExitReason::Shutdown);
     }
 
     #[test]

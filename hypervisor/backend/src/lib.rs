@@ -6,19 +6,24 @@
 //! forced stop. Host ↔ guest traffic goes through the hybrid vsock unix socket
 //! ([`hybrid_vsock`]).
 //!
-//! Backends: QEMU ([`qemu`]) with our vhost-user vsock device (`cocoon-vsock`). The
-//! builtin KVM VMM joins as a second [`Backend`] variant.
+//! Backends ([`Backend`]): QEMU ([`qemu`]) with our vhost-user vsock device
+//! (`cocoon-vsock`) in a second process, and the builtin KVM VMM ([`builtin`],
+//! `cocoon-vmm`) with the same vsock device inside it.
 
 pub mod accel;
+pub mod builtin;
 pub mod config;
 pub mod console;
 pub mod exit;
+pub mod guest_cmdline;
 pub mod hybrid_vsock;
+mod launch;
 mod process;
 pub mod qemu;
+mod supervisor;
 mod vm;
 
 pub use accel::{Accel, AccelChoice};
-pub use config::{Backend, ConfigError, VmConfig};
+pub use config::{Backend, ConfigError, Programs, VmConfig};
 pub use exit::{ExitReason, VmExit};
 pub use vm::{Vm, VmError, CONSOLE_TAIL_LINES};

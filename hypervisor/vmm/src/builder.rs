@@ -4,25 +4,53 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{VIRTIO_IRQ_BASE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
-use crate::config::{SerialOutput, VmConfig};
+use crate::config::{SerialOutput, VmConfig, VsockSpec};
 use crate::devices::legacy::debug_exit::DEBUG_EXIT_PORT;
 use crate::devices::legacy::i8042::{I8042_PORT_BASE, I8042_PORT_LEN};
 use crate::devices::legacy::serial::{COM1_GSI, COM1_PORT, COM1_PORT_LEN};
 use crate::devices::legacy::{DebugExit, Serial, I8042};
-use crate::devices::virtio::{MmioTransport, Rng, VirtioDevice, VirtioInterrupt};
+use crate::devices::thread::DeviceThread;
+use crate::devices::virtio::{MmioTransport, Rng, VirtioDevice, VirtioInterrupt, Vsock};
 use crate::devices::Bus;
 use crate::exit::ExitLatch;
 use crate::vstate::vm::Vm;
 use crate::Error;
 
-/// The buses of a VM, and the kernel command line parts announcing its devices.
+/// The buses of a VM and its device threads.
 pub struct Devices {
     pub pio: Bus,
     pub mmio: Bus,
-    pub cmdline: Vec<String>,
+    pub threads: Vec<DeviceThread>,
+}
+
+/// The virtio devices of a VM, in slot order.
+enum Virtio<'a> {
+    Entropy,
+    Vsock(&'a VsockSpec),
+}
+
+fn virtio_devices(config: &VmConfig) -> Vec<Virtio<'_>> {
+    let entropy = config.entropy.then_some(Virtio::Entropy);
+    let vsock = config.vsock.as_ref().map(Virtio::Vsock);
+    entropy.into_iter().chain(vsock).collect()
+}
+
+/// The kernel command line parts announcing the virtio devices `config` asks for
+/// (known before any device exists, so the kernel can be loaded first).
+pub fn virtio_cmdline(config: &VmConfig) -> Vec<String> {
+    (0..virtio_devices(config).len() as u32)
+        .map(|slot| {
+            let (base, gsi) = slot_place(slot);
+            format!(
+                "virtio_mmio.device={}K@{base:#x}:{gsi}",
+                VIRTIO_MMIO_SIZE >> 10
+            )
+        })
+        .collect()
 }
 
 /// Builds the legacy devices and the virtio devices `config` asks for.
@@ -30,7 +58,7 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
     let mut devices = Devices {
         pio: Bus::new(),
         mmio: Bus::new(),
-        cmdline: Vec::new(),
+        threads: Vec::new(),
     };
     let serial_irq = new_irq(vm, COM1_GSI)?;
     let out = serial_output(&config.serial)?;
@@ -53,14 +81,40 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
             .insert(DEBUG_EXIT_PORT.into(), 1, Arc::new(Mutex::new(dev)))?;
     }
 
-    let mut virtio: Vec<Box<dyn VirtioDevice>> = Vec::new();
-    if config.entropy {
-        virtio.push(Box::new(Rng::new().map_err(Error::Entropy)?));
-    }
-    for (slot, device) in virtio.into_iter().enumerate() {
-        add_virtio(&mut devices, vm, slot as u32, device)?;
+    for (slot, kind) in virtio_devices(config).into_iter().enumerate() {
+        let slot = slot as u32;
+        let device: Box<dyn VirtioDevice> = match kind {
+            Virtio::Entropy => Box::new(Rng::new().map_err(Error::Entropy)?),
+            Virtio::Vsock(spec) => {
+                let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+                register_queue_notify(vm, &kick, slot);
+                let (vsock, thread) = Vsock::new(spec.device_config(), kick)?;
+                devices.threads.push(thread);
+                Box::new(vsock)
+            }
+        };
+        add_virtio(&mut devices, vm, slot, device)?;
     }
     Ok(devices)
+}
+
+/// The MMIO window and interrupt line of virtio slot `slot`.
+fn slot_place(slot: u32) -> (u64, u32) {
+    (
+        VIRTIO_MMIO_BASE + u64::from(slot) * VIRTIO_MMIO_SIZE,
+        VIRTIO_IRQ_BASE + slot,
+    )
+}
+
+/// Has KVM signal `kick` on writes to slot `slot`'s QueueNotify register, so queue
+/// notifications wake the device thread without a VM exit. Where KVM refuses, the
+/// write exits to the transport, which kicks the device itself.
+fn register_queue_notify(vm: &Vm, kick: &EventFd, slot: u32) {
+    let (base, _) = slot_place(slot);
+    let addr = base + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY);
+    if let Err(error) = vm.register_ioevent(kick, addr) {
+        tracing::warn!(%error, "no ioeventfd: queue notifications will exit to the VMM");
+    }
 }
 
 fn add_virtio(
@@ -69,17 +123,12 @@ fn add_virtio(
     slot: u32,
     device: Box<dyn VirtioDevice>,
 ) -> Result<(), Error> {
-    let base = VIRTIO_MMIO_BASE + u64::from(slot) * VIRTIO_MMIO_SIZE;
-    let gsi = VIRTIO_IRQ_BASE + slot;
+    let (base, gsi) = slot_place(slot);
     let interrupt = Arc::new(VirtioInterrupt::new(new_irq(vm, gsi)?));
     let transport = MmioTransport::new(device, vm.memory().clone(), interrupt)?;
     devices
         .mmio
         .insert(base, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)))?;
-    devices.cmdline.push(format!(
-        "virtio_mmio.device={}K@{base:#x}:{gsi}",
-        VIRTIO_MMIO_SIZE >> 10
-    ));
     Ok(())
 }
 
@@ -101,5 +150,37 @@ fn serial_output(out: &SerialOutput) -> Result<Box<dyn Write + Send>, Error> {
         }
         SerialOutput::Stdout => Ok(Box::new(io::stdout())),
         SerialOutput::Discard => Ok(Box::new(io::sink())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::BootSource;
+
+    #[test]
+    fn virtio_devices_are_announced_in_slot_order() {
+        let mut config = VmConfig::new(BootSource::Raw {
+            code: vec![0x90],
+            load_addr: 0x1000,
+        });
+        assert!(virtio_cmdline(&config).is_empty());
+        config.vsock = Some(VsockSpec {
+            guest_cid: 3,
+            uds_path: "/tmp/v.sock".into(),
+        });
+        assert_eq!(
+            virtio_cmdline(&config),
+            ["virtio_mmio.device=4K@0xd0000000:5"]
+        );
+        config.entropy = true;
+        assert_eq!(
+            virtio_cmdline(&config),
+            [
+                "virtio_mmio.device=4K@0xd0000000:5",
+                "virtio_mmio.device=4K@0xd0001000:6"
+            ]
+        );
+        assert!(matches!(virtio_devices(&config)[1], Virtio::Vsock(_)));
     }
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use cocoon_vsock::VsockConfig;
+
 use crate::boot::BootSource;
 
 /// Most vCPUs: what the MP table holds and our guest kernel's NR_CPUS.
@@ -22,6 +24,14 @@ pub enum SerialOutput {
     Stdout,
 }
 
+/// The vsock device: the guest's context id and the hybrid-vsock socket on the host
+/// (created at start, removed when the VM ends).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsockSpec {
+    pub guest_cid: u64,
+    pub uds_path: PathBuf,
+}
+
 /// What to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
@@ -34,6 +44,8 @@ pub struct VmConfig {
     pub debug_exit: bool,
     /// Adds a virtio-rng device.
     pub entropy: bool,
+    /// Adds a virtio-vsock device.
+    pub vsock: Option<VsockSpec>,
 }
 
 impl VmConfig {
@@ -47,6 +59,7 @@ impl VmConfig {
             serial: SerialOutput::Discard,
             debug_exit: false,
             entropy: false,
+            vsock: None,
         }
     }
 
@@ -62,7 +75,17 @@ impl VmConfig {
                 return Err(ConfigError::EmptyCode);
             }
         }
+        if let Some(vsock) = &self.vsock {
+            vsock.device_config().validate()?;
+        }
         Ok(())
+    }
+}
+
+impl VsockSpec {
+    /// The device's configuration: these fields, default limits and timeouts.
+    pub fn device_config(&self) -> VsockConfig {
+        VsockConfig::new(self.guest_cid, &self.uds_path)
     }
 }
 
@@ -75,6 +98,8 @@ pub enum ConfigError {
     MemoryMib(u32),
     #[error("boot: raw code is empty")]
     EmptyCode,
+    #[error("vsock")]
+    Vsock(#[from] cocoon_vsock::ConfigError),
 }
 
 #[cfg(test)]
@@ -109,5 +134,16 @@ mod tests {
             load_addr: 0,
         };
         assert_eq!(VmConfig::new(empty).validate(), Err(ConfigError::EmptyCode));
+        let bad = VmConfig {
+            vsock: Some(VsockSpec {
+                guest_cid: 2,
+                uds_path: "/tmp/v.sock".into(),
+            }),
+            ..ok.clone()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(ConfigError::Vsock(cocoon_vsock::ConfigError::GuestCid(2)))
+        );
     }
 }

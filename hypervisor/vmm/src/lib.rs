@@ -21,9 +21,9 @@ pub mod vmm;
 pub mod vstate;
 
 pub use boot::BootSource;
-pub use config::{SerialOutput, VmConfig};
+pub use config::{SerialOutput, VmConfig, VsockSpec};
 pub use exit::{CrashCause, ResetCause, VmExit};
-pub use vmm::{VmStats, Vmm};
+pub use vmm::{Stopper, VmStats, Vmm};
 
 use std::path::PathBuf;
 
@@ -50,6 +50,8 @@ pub enum Error {
     },
     #[error("opening the entropy source")]
     Entropy(#[source] std::io::Error),
+    #[error("vsock device")]
+    Vsock(#[from] devices::virtio::vsock::VsockError),
     #[error("placing a device")]
     Bus(#[from] devices::BusError),
     #[error("virtio queue setup")]

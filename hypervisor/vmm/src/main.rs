@@ -1,23 +1,44 @@
-//! `cocoon-vmm`: boots one VM and exits with the guest's exit.
+//! `cocoon-vmm`: runs one VM in this process and exits when it ends.
 //!
-//! Exit status: the code a test guest wrote to the debug-exit port; 0 when the guest
-//! reset or powered off (a microVM ends instead of rebooting); 124 when `--timeout-s`
-//! ran out; 2 when a vCPU crashed; 1 when the VM could not be built.
+//! Exit status:
+//! - 0: the guest ended the VM (reset, triple fault, power-off: a microVM exits
+//!   instead of rebooting);
+//! - 1: bad arguments, or the VM could not be built (the error is on stderr);
+//! - 2: a vCPU crashed (KVM could not run the guest any further);
+//! - 3: stopped by SIGTERM, SIGINT or SIGHUP;
+//! - 124: `--timeout-s` ran out;
+//! - with `--debug-exit` (test guests): the byte the guest wrote to port 0x501.
+//!
+//! However the VM ends, the vCPU and device threads are stopped first and the vsock
+//! socket is removed; nothing is left behind but the serial log.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use cocoon_vmm::{BootSource, SerialOutput, VmConfig, VmExit, Vmm};
+use cocoon_vmm::{BootSource, SerialOutput, Stopper, VmConfig, VmExit, Vmm, VsockSpec};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+const EXIT_BUILD: u8 = 1;
+const EXIT_CRASH: u8 = 2;
+const EXIT_SIGNAL: u8 = 3;
+const EXIT_TIMEOUT: u8 = 124;
 
 #[derive(Parser, Debug)]
-#[command(name = "cocoon-vmm", about = "Cocoon's builtin KVM micro-VMM")]
+#[command(name = "cocoon-vmm", about = "Cocoon's builtin KVM micro-VMM", version)]
 struct Args {
     /// Uncompressed ELF vmlinux with a PVH entry note.
     #[arg(long)]
     kernel: PathBuf,
+    /// initrd (initramfs), handed to the kernel as its PVH module.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
     /// Kernel command line (virtio-mmio devices are appended).
     #[arg(long, default_value = "console=ttyS0 reboot=t panic=-1")]
     cmdline: String,
@@ -31,6 +52,17 @@ struct Args {
     /// Add a virtio-rng device.
     #[arg(long)]
     entropy: bool,
+    /// Add a virtio-vsock device whose host side is this hybrid-vsock unix socket
+    /// (`CONNECT <port>\n`); it must not exist, and is removed when the VM ends.
+    #[arg(long, value_name = "PATH")]
+    vsock_uds: Option<PathBuf>,
+    /// The guest's vsock context id.
+    #[arg(long, default_value_t = 3, requires = "vsock_uds")]
+    guest_cid: u64,
+    /// Add the debug-exit port 0x501 (test guests): a write ends the VM with its byte
+    /// as the exit status.
+    #[arg(long)]
+    debug_exit: bool,
     /// Stop the VM after this many seconds.
     #[arg(long)]
     timeout_s: Option<u64>,
@@ -42,41 +74,75 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match run(Args::parse()) {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_BUILD)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(args) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cocoon-vmm: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(EXIT_BUILD)
         }
     }
 }
 
-fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let started = Instant::now();
-    let config = VmConfig {
+fn config(args: Args) -> VmConfig {
+    VmConfig {
         vcpus: args.vcpus,
         memory_mib: args.memory_mib,
         serial: args
             .serial_log
             .map_or(SerialOutput::Stdout, SerialOutput::File),
-        debug_exit: false,
+        debug_exit: args.debug_exit,
         entropy: args.entropy,
+        vsock: args.vsock_uds.map(|uds_path| VsockSpec {
+            guest_cid: args.guest_cid,
+            uds_path,
+        }),
         boot: BootSource::Kernel {
             path: args.kernel,
             cmdline: args.cmdline,
+            initrd: args.initrd,
         },
-    };
-    let vmm = Vmm::start(config).context("starting the VM")?;
-    let exit = match args.timeout_s {
-        Some(s) => vmm.wait_timeout(Duration::from_secs(s)),
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let timeout = args.timeout_s.map(Duration::from_secs);
+    // Blocked before any thread exists, so every thread inherits it and the signals
+    // wait in the signalfd (even those that arrive while the VM is being built).
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals.thread_block().context("blocking signals")?;
+    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC).context("signalfd")?;
+
+    let vmm = Vmm::start(config(args)).context("starting the VM")?;
+    let signalled = Arc::new(AtomicI32::new(0));
+    spawn_signal_thread(signal_fd, vmm.stopper(), signalled.clone())?;
+    let exit = match timeout {
+        Some(t) => vmm.wait_timeout(t),
         None => Some(vmm.wait()),
     };
     let stats = vmm.stats();
     let first_exit = vmm.time_to_first_exit();
     let final_exit = vmm.stop();
+    let signal = signalled.load(Ordering::SeqCst);
     tracing::info!(
         exit = %final_exit,
+        signal,
         wall_ms = started.elapsed().as_millis() as u64,
         first_exit_us = first_exit.map(|d| d.as_micros() as u64),
         exits = stats.exits,
@@ -84,10 +150,32 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         mmio = stats.mmio,
         "VM ended"
     );
-    Ok(match exit {
-        None => ExitCode::from(124),
-        Some(VmExit::DebugExit(code)) => ExitCode::from(code),
-        Some(VmExit::Reset(_) | VmExit::Stopped) => ExitCode::SUCCESS,
-        Some(VmExit::Crashed { .. }) => ExitCode::from(2),
-    })
+    Ok(ExitCode::from(match exit {
+        None => EXIT_TIMEOUT,
+        Some(VmExit::DebugExit(code)) => code,
+        Some(VmExit::Reset(_)) => 0,
+        Some(VmExit::Stopped) if signal != 0 => EXIT_SIGNAL,
+        Some(VmExit::Stopped) => 0,
+        Some(VmExit::Crashed { .. }) => EXIT_CRASH,
+    }))
+}
+
+/// Turns SIGTERM/SIGINT/SIGHUP into a VM stop; `signalled` records which one came.
+fn spawn_signal_thread(
+    fd: SignalFd,
+    stopper: Stopper,
+    signalled: Arc<AtomicI32>,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(Some(info)) = fd.read_signal() {
+                let signo = info.ssi_signo as i32;
+                tracing::info!(signal = signo, "stopping the VM");
+                signalled.store(signo, Ordering::SeqCst);
+                stopper.stop();
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
 }

@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use vm_memory::GuestMemoryMmap;
 
 use crate::arch::x86_64::mptable;
+use crate::arch::x86_64::regs::EntryState;
 use crate::boot;
-use crate::builder::build_devices;
+use crate::builder::{build_devices, virtio_cmdline, Devices};
 use crate::config::VmConfig;
+use crate::devices::thread::DeviceThread;
 use crate::exit::{ExitLatch, VmExit};
 use crate::vstate::kick;
 use crate::vstate::memory;
@@ -29,9 +31,22 @@ pub struct VmStats {
     pub unhandled: u64,
 }
 
-/// A VM whose vCPUs are running. Dropping it stops them.
+/// Ends a VM from another thread (a signal handler thread, say): the VM's
+/// [`Vmm::wait`] returns [`VmExit::Stopped`] and the owner then calls [`Vmm::stop`].
+#[derive(Clone)]
+pub struct Stopper(Arc<ExitLatch>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.0.report(VmExit::Stopped);
+    }
+}
+
+/// A VM whose vCPUs are running. Dropping it stops them and its device threads.
 pub struct Vmm {
     vcpus: Vec<VcpuHandle>,
+    /// Stopped after the vCPUs, so no guest notification arrives while they end.
+    device_threads: Vec<DeviceThread>,
     vcpu_metrics: Vec<Arc<VcpuMetrics>>,
     exit: Arc<ExitLatch>,
     created: Instant,
@@ -47,14 +62,21 @@ impl Vmm {
         kick::install_handler().map_err(Error::KickHandler)?;
         let mem = memory::create(u64::from(config.memory_mib) << 20)?;
         let vm = Vm::new(mem)?;
-        let exit = Arc::new(ExitLatch::default());
-        let devices = build_devices(&config, &vm, &exit)?;
-        mptable::setup(vm.memory(), config.vcpus)?;
-        let entry = boot::load(vm.memory(), &config.boot, &devices.cmdline)?;
-
-        let vcpus = (0..config.vcpus)
-            .map(|i| Vcpu::new(&vm, i, config.vcpus, &entry))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Creating the vCPUs and the PIT each take a while in KVM: the vCPUs are made
+        // on a thread of their own meanwhile.
+        let (vcpus, rest) = std::thread::scope(|s| {
+            let vcpus = s.spawn(|| create_vcpus(&vm, config.vcpus));
+            let rest = prepare(&config, &vm);
+            let vcpus = vcpus
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (vcpus, rest)
+        });
+        let (entry, exit, devices) = rest?;
+        let vcpus = vcpus?;
+        for vcpu in &vcpus {
+            vcpu.set_entry(&entry)?;
+        }
         let shared = VcpuShared {
             pio: Arc::new(devices.pio),
             mmio: Arc::new(devices.mmio),
@@ -63,6 +85,7 @@ impl Vmm {
         };
         let mut vmm = Vmm {
             vcpus: Vec::with_capacity(vcpus.len()),
+            device_threads: devices.threads,
             vcpu_metrics: vcpus.iter().map(Vcpu::metrics).collect(),
             exit,
             created,
@@ -106,7 +129,16 @@ impl Vmm {
         for vcpu in self.vcpus.drain(..) {
             vcpu.stop(VCPU_STOP_TIMEOUT);
         }
+        // Ending a device thread releases its host side (the vsock socket).
+        for thread in self.device_threads.drain(..) {
+            thread.stop();
+        }
         self.exit.get().unwrap_or(VmExit::Stopped)
+    }
+
+    /// A handle that ends the VM from another thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.exit.clone())
     }
 
     /// Guest memory, for inspection.
@@ -136,9 +168,29 @@ impl Vmm {
     }
 }
 
+/// vCPUs `0..count`, without their entry registers.
+fn create_vcpus(vm: &Vm, count: u8) -> Result<Vec<Vcpu>, Error> {
+    let supported = vm.supported_cpuid()?;
+    (0..count)
+        .map(|i| Vcpu::new(vm, &supported, i, count).map_err(Error::from))
+        .collect()
+}
+
+/// Everything but the vCPUs: the PIT, the guest (loaded first, so a kernel or initrd
+/// that does not load fails the start before any device, and the vsock socket,
+/// exists), then the devices.
+fn prepare(config: &VmConfig, vm: &Vm) -> Result<(EntryState, Arc<ExitLatch>, Devices), Error> {
+    vm.create_pit()?;
+    mptable::setup(vm.memory(), config.vcpus)?;
+    let entry = boot::load(vm.memory(), &config.boot, &virtio_cmdline(config))?;
+    let exit = Arc::new(ExitLatch::default());
+    let devices = build_devices(config, vm, &exit)?;
+    Ok((entry, exit, devices))
+}
+
 impl Drop for Vmm {
     fn drop(&mut self) {
-        if !self.vcpus.is_empty() {
+        if !self.vcpus.is_empty() || !self.device_threads.is_empty() {
             self.stop_vcpus();
         }
     }

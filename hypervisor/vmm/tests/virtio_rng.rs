@@ -9,29 +9,9 @@ use std::time::Duration;
 
 use cocoon_vmm::VmExit;
 use common::asm::Asm;
+use common::mmio::*;
 use common::{kvm_or_skip, raw_config, run};
 use vm_memory::{Bytes, GuestAddress};
-
-/// The first virtio-mmio window (our layout) and its registers.
-const MMIO: u32 = 0xd000_0000;
-const MAGIC: u32 = 0x000;
-const VERSION: u32 = 0x004;
-const DEVICE_ID: u32 = 0x008;
-const DEVICE_FEATURES: u32 = 0x010;
-const DEVICE_FEATURES_SEL: u32 = 0x014;
-const DRIVER_FEATURES: u32 = 0x020;
-const DRIVER_FEATURES_SEL: u32 = 0x024;
-const QUEUE_SEL: u32 = 0x030;
-const QUEUE_NUM_MAX: u32 = 0x034;
-const QUEUE_NUM: u32 = 0x038;
-const QUEUE_READY: u32 = 0x044;
-const QUEUE_NOTIFY: u32 = 0x050;
-const INTERRUPT_STATUS: u32 = 0x060;
-const INTERRUPT_ACK: u32 = 0x064;
-const STATUS: u32 = 0x070;
-const QUEUE_DESC: u32 = 0x080;
-const QUEUE_AVAIL: u32 = 0x090;
-const QUEUE_USED: u32 = 0x0a0;
 
 /// Where the guest puts its queue (guest physical, identity-mapped).
 const DESC: u32 = 0x30_0000;

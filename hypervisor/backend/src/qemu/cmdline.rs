@@ -3,6 +3,7 @@
 
 use crate::accel::Accel;
 use crate::config::ValidVmConfig;
+use crate::guest_cmdline::kernel_cmdline;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -11,26 +12,6 @@ use std::path::{Path, PathBuf};
 pub struct QemuPaths {
     pub console_log: PathBuf,
     pub vhost_user_socket: PathBuf,
-}
-
-/// The kernel command line: serial console, restart = exit (`reboot=t` with QEMU's
-/// `-no-reboot`), no reboot after a panic, then per-accel timekeeping, then the user's.
-pub fn kernel_cmdline(accel: Accel, tsc_khz: Option<u64>, extra: &[String]) -> String {
-    let mut args = vec![
-        "console=ttyS0".to_string(),
-        "reboot=t".into(),
-        "panic=-1".into(),
-        "quiet".into(),
-    ];
-    if accel == Accel::Tcg {
-        // microvm under TCG hangs at random calibrating the TSC without these.
-        if let Some(khz) = tsc_khz {
-            args.push(format!("tsc_early_khz={khz}"));
-        }
-        args.push("tsc=reliable".into());
-    }
-    args.extend(extra.iter().cloned());
-    args.join(" ")
 }
 
 /// QEMU's arguments for `cfg`.
@@ -118,7 +99,7 @@ fn cpu_mhz_khz(cpuinfo: &str) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::accel::Detected;
-    use crate::config::VmConfig;
+    use crate::config::{Programs, VmConfig};
 
     fn valid(accel: Accel) -> ValidVmConfig {
         let mut config = VmConfig::new("/k/vm,linux", "/k/initrd", "/run/x");
@@ -131,8 +112,10 @@ mod tests {
                 accel,
                 reason: String::new(),
             },
-            qemu: "/usr/bin/qemu-system-x86_64".into(),
-            vsock_backend: "/usr/bin/cocoon-vsock".into(),
+            programs: Programs::Qemu {
+                qemu: "/usr/bin/qemu-system-x86_64".into(),
+                vsock_backend: "/usr/bin/cocoon-vsock".into(),
+            },
         }
     }
 

@@ -3,4 +3,5 @@
 
 mod cmdline;
 
-pub use cmdline::{host_tsc_khz, kernel_cmdline, qemu_args, QemuPaths};
+pub use crate::guest_cmdline::kernel_cmdline;
+pub use cmdline::{host_tsc_khz, qemu_args, QemuPaths};

@@ -1,13 +1,14 @@
 //! Loading what the guest runs and describing the machine to it.
 //!
 //! Two sources: an uncompressed ELF vmlinux entered through its PVH note (32-bit
-//! protected mode, `hvm_start_info` in RBX), and raw 64-bit code for test guests,
-//! started in long mode at its load address.
+//! protected mode, `hvm_start_info` in RBX; an initrd is its one module), and raw
+//! 64-bit code for test guests, started in long mode at its load address.
 
+pub mod initrd;
 pub mod pvh;
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
@@ -20,8 +21,12 @@ use crate::arch::x86_64::regs::{write_boot_tables, CpuMode, EntryState, RegsErro
 /// What the VM boots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BootSource {
-    /// An uncompressed ELF vmlinux with a PVH entry note.
-    Kernel { path: PathBuf, cmdline: String },
+    /// An uncompressed ELF vmlinux with a PVH entry note, and an initrd.
+    Kernel {
+        path: PathBuf,
+        cmdline: String,
+        initrd: Option<PathBuf>,
+    },
     /// Raw 64-bit code loaded at `load_addr` and entered there in long mode, with
     /// the first 4 GiB identity-mapped (test guests).
     Raw { code: Vec<u8>, load_addr: u64 },
@@ -44,6 +49,20 @@ pub enum BootError {
     Cmdline(#[source] linux_loader::cmdline::Error),
     #[error("writing the command line")]
     WriteCmdline(#[source] linux_loader::loader::Error),
+    #[error("opening initrd {path}")]
+    OpenInitrd {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("initrd of {size} bytes does not fit in the {room} bytes above the kernel")]
+    InitrdTooLarge { size: u64, room: u64 },
+    #[error("reading initrd {path}")]
+    ReadInitrd {
+        path: PathBuf,
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
     #[error("raw code does not fit in guest memory at {0:#x}")]
     RawCode(u64),
     #[error("writing PVH boot information")]
@@ -71,18 +90,25 @@ pub fn load(
                 rbx: 0,
             })
         }
-        BootSource::Kernel { path, cmdline } => load_kernel(mem, path, cmdline, extra_cmdline),
+        BootSource::Kernel {
+            path,
+            cmdline,
+            initrd,
+        } => {
+            let cmdline = build_cmdline(cmdline, extra_cmdline)?;
+            load_kernel(mem, path, &cmdline, initrd.as_deref())
+        }
     }
 }
 
 fn load_kernel(
     mem: &GuestMemoryMmap,
-    path: &PathBuf,
-    cmdline: &str,
-    extra_cmdline: &[String],
+    path: &Path,
+    cmdline: &Cmdline,
+    initrd_path: Option<&Path>,
 ) -> Result<EntryState, BootError> {
     let mut file = File::open(path).map_err(|source| BootError::OpenKernel {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     })?;
     let loaded = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
@@ -91,9 +117,11 @@ fn load_kernel(
         return Err(BootError::NoPvhEntry);
     };
 
-    let cmdline = build_cmdline(cmdline, extra_cmdline)?;
-    load_cmdline(mem, GuestAddress(CMDLINE_START), &cmdline).map_err(BootError::WriteCmdline)?;
-    pvh::write_start_info(mem).map_err(BootError::Pvh)?;
+    let initrd = initrd_path
+        .map(|p| initrd::load(mem, p, loaded.kernel_end))
+        .transpose()?;
+    load_cmdline(mem, GuestAddress(CMDLINE_START), cmdline).map_err(BootError::WriteCmdline)?;
+    pvh::write_start_info(mem, initrd).map_err(BootError::Pvh)?;
     write_boot_tables(mem, CpuMode::Protected).map_err(BootError::Tables)?;
     Ok(EntryState {
         mode: CpuMode::Protected,
@@ -158,6 +186,7 @@ mod tests {
         let source = BootSource::Kernel {
             path: "/nonexistent/vmlinux".into(),
             cmdline: String::new(),
+            initrd: None,
         };
         let err = load(&mem, &source, &[]).unwrap_err();
         assert!(matches!(err, BootError::OpenKernel { .. }));

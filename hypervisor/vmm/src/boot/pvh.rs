@@ -1,13 +1,16 @@
 //! The PVH boot ABI's `hvm_start_info` and memory map (e820-style).
 
-use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_start_info};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap,
     GuestMemoryRegion,
 };
 
 use crate::arch::x86_64::layout::{
-    CMDLINE_START, EBDA_START, HIMEM_START, PVH_INFO_START, PVH_MEMMAP_START, ZERO_PAGE_START,
+    CMDLINE_START, EBDA_START, HIMEM_START, PVH_INFO_START, PVH_MEMMAP_START, PVH_MODLIST_START,
+    ZERO_PAGE_START,
 };
 
 /// `XEN_HVM_START_MAGIC_VALUE`.
@@ -39,16 +42,27 @@ pub fn memory_map(mem: &GuestMemoryMmap) -> Vec<hvm_memmap_table_entry> {
     map
 }
 
-/// Writes `hvm_start_info` (command line at [`CMDLINE_START`], no modules, no ACPI)
-/// and the memory map.
-pub fn write_start_info(mem: &GuestMemoryMmap) -> Result<(), GuestMemoryError> {
+/// A module the guest finds through `hvm_start_info` (Linux takes the first as its
+/// initrd).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Module {
+    pub addr: u64,
+    pub size: u64,
+}
+
+/// Writes `hvm_start_info` (command line at [`CMDLINE_START`], the initrd as the only
+/// module if there is one, no ACPI) and the memory map.
+pub fn write_start_info(
+    mem: &GuestMemoryMmap,
+    initrd: Option<Module>,
+) -> Result<(), GuestMemoryError> {
     let map = memory_map(mem);
     let max_entries = (ZERO_PAGE_START - PVH_MEMMAP_START) as usize / 24;
     let map = &map[..map.len().min(max_entries)];
     for (i, e) in map.iter().enumerate() {
         mem.write_obj(*e, GuestAddress(PVH_MEMMAP_START + 24 * i as u64))?;
     }
-    let info = hvm_start_info {
+    let mut info = hvm_start_info {
         magic: PVH_MAGIC,
         version: 1,
         cmdline_paddr: CMDLINE_START,
@@ -56,6 +70,16 @@ pub fn write_start_info(mem: &GuestMemoryMmap) -> Result<(), GuestMemoryError> {
         memmap_entries: map.len() as u32,
         ..Default::default()
     };
+    if let Some(m) = initrd {
+        let entry = hvm_modlist_entry {
+            paddr: m.addr,
+            size: m.size,
+            ..Default::default()
+        };
+        mem.write_obj(entry, GuestAddress(PVH_MODLIST_START))?;
+        info.nr_modules = 1;
+        info.modlist_paddr = PVH_MODLIST_START;
+    }
     mem.write_obj(info, GuestAddress(PVH_INFO_START))
 }
 
@@ -76,8 +100,26 @@ mod tests {
                 (HIMEM_START, (64 << 20) - HIMEM_START, E820_RAM),
             ]
         );
-        write_start_info(&mem).unwrap();
+        write_start_info(&mem, None).unwrap();
         let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
         assert_eq!((info.magic, info.memmap_entries), (PVH_MAGIC, 3));
+        assert_eq!(info.nr_modules, 0);
+    }
+
+    #[test]
+    fn the_initrd_is_the_only_module() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
+        let initrd = Module {
+            addr: 0x300_0000,
+            size: 0x1234,
+        };
+        write_start_info(&mem, Some(initrd)).unwrap();
+        let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
+        assert_eq!(
+            (info.nr_modules, info.modlist_paddr),
+            (1, PVH_MODLIST_START)
+        );
+        let entry: hvm_modlist_entry = mem.read_obj(GuestAddress(PVH_MODLIST_START)).unwrap();
+        assert_eq!((entry.paddr, entry.size), (0x300_0000, 0x1234));
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::signal::Killable;
@@ -64,23 +65,28 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
-    /// Creates vCPU `index` of `count` with CPUID, MSRs, FPU, LAPIC and `entry` state.
-    pub fn new(vm: &Vm, index: u8, count: u8, entry: &EntryState) -> Result<Vcpu, VcpuError> {
+    /// Creates vCPU `index` of `count` with CPUID (from `supported`, KVM's offer),
+    /// MSRs, FPU and LAPIC; its registers come from [`Vcpu::set_entry`].
+    pub fn new(vm: &Vm, supported: &CpuId, index: u8, count: u8) -> Result<Vcpu, VcpuError> {
         let fd = vm.create_vcpu(index).map_err(VcpuError::Create)?;
-        let mut cpuid = vm.supported_cpuid().map_err(VcpuError::Create)?;
+        let mut cpuid = supported.clone();
         cpuid::filter(&mut cpuid, index, count);
         fd.set_cpuid2(&cpuid).map_err(VcpuError::SetCpuid)?;
         setup_msrs(&fd).map_err(VcpuError::Msrs)?;
         regs::setup_fpu(&fd).map_err(VcpuError::Regs)?;
         regs::setup_lapic(&fd).map_err(VcpuError::Regs)?;
-        regs::setup_sregs(&fd, entry.mode).map_err(VcpuError::Regs)?;
-        regs::setup_regs(&fd, entry).map_err(VcpuError::Regs)?;
         Ok(Vcpu {
             fd,
             index,
             _memory: vm.memory().clone(),
             metrics: Arc::default(),
         })
+    }
+
+    /// Sets the segment and general registers the guest starts with.
+    pub fn set_entry(&self, entry: &EntryState) -> Result<(), VcpuError> {
+        regs::setup_sregs(&self.fd, entry.mode).map_err(VcpuError::Regs)?;
+        regs::setup_regs(&self.fd, entry).map_err(VcpuError::Regs)
     }
 
     pub fn metrics(&self) -> Arc<VcpuMetrics> {

@@ -92,6 +92,11 @@ impl Asm {
         self.emit(&[0x48, 0xc7]).abs(addr).imm32(v)
     }
 
+    /// `mov dword [addr], eax`
+    pub fn store32_eax(&mut self, addr: u32) -> &mut Asm {
+        self.emit(&[0x89]).abs(addr)
+    }
+
     /// `mov eax, [addr]`
     pub fn load32(&mut self, addr: u32) -> &mut Asm {
         self.emit(&[0x8b]).abs(addr)

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod asm;
+pub mod mmio;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

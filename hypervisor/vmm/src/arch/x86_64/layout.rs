@@ -1,12 +1,13 @@
 //! The guest physical address map.
 //!
 //! ```text
-//! 0x0000_0500  boot GDT                 0x0000_9000  PML4
-//! 0x0000_0520  boot IDT (empty)         0x0000_a000  PDPT
-//! 0x0000_6000  PVH hvm_start_info       0x0000_b000  4 page directories (4 GiB, 2 MiB pages)
+//! 0x0000_0500  boot GDT                 0x0000_8ff0  boot stack top
+//! 0x0000_0520  boot IDT (empty)         0x0000_9000  PML4
+//! 0x0000_6000  PVH hvm_start_info       0x0000_a000  PDPT
+//! 0x0000_6040  PVH module list (initrd) 0x0000_b000  4 page directories (4 GiB, 2 MiB pages)
 //! 0x0000_6100  PVH memory map           0x0002_0000  kernel command line
 //! 0x0000_7000  zero page (boot_params)  0x0009_fc00  MP table (start of the EBDA)
-//! 0x0000_8ff0  boot stack top           0x0010_0000  kernel (high memory)
+//! 0x0010_0000  kernel (high memory)     top of RAM below 3 GiB: initrd (page aligned)
 //! 0xc000_0000 .. 0x1_0000_0000  MMIO gap: virtio-mmio devices, IOAPIC, LAPIC, TSS
 //! ```
 //! RAM above 3 GiB continues at 4 GiB.
@@ -17,6 +18,8 @@ pub const BOOT_GDT_START: u64 = 0x500;
 pub const BOOT_IDT_START: u64 = 0x520;
 /// PVH `hvm_start_info`.
 pub const PVH_INFO_START: u64 = 0x6000;
+/// PVH module list: one entry, the initrd.
+pub const PVH_MODLIST_START: u64 = 0x6040;
 /// PVH memory map entries (up to the zero page).
 pub const PVH_MEMMAP_START: u64 = 0x6100;
 /// Linux zero page (`boot_params`) for the 64-bit boot protocol.
@@ -65,7 +68,8 @@ pub const KVM_TSS_START: u64 = 0xfffb_d000;
 // The boot structures do not overlap one another (checked at compile time).
 const _: () = {
     assert!(BOOT_IDT_START >= BOOT_GDT_START + 4 * 8);
-    assert!(PVH_MEMMAP_START >= PVH_INFO_START + 56);
+    assert!(PVH_MODLIST_START >= PVH_INFO_START + 56);
+    assert!(PVH_MEMMAP_START >= PVH_MODLIST_START + 32);
     assert!(ZERO_PAGE_START > PVH_MEMMAP_START);
     assert!(PDE_START + PDE_COUNT * 0x1000 <= CMDLINE_START);
     assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);

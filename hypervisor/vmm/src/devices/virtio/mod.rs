@@ -3,11 +3,13 @@
 //! The transport owns the register state and validates everything the guest writes;
 //! a device sees its queues only once the driver set DRIVER_OK and every ready queue
 //! lies in guest memory. Queue processing uses `virtio_queue::Queue` directly on
-//! `GuestMemoryMmap`.
+//! `GuestMemoryMmap`: on the notifying vCPU thread for the rng, on a device thread of
+//! its own (woken by an ioeventfd) for vsock.
 
 pub mod mmio;
 pub mod queue;
 pub mod rng;
+pub mod vsock;
 
 #[cfg(test)]
 mod mmio_proptest;
@@ -25,6 +27,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 pub use mmio::MmioTransport;
 pub use rng::Rng;
+pub use vsock::Vsock;
 
 /// A device behind the virtio-mmio transport.
 pub trait VirtioDevice: Send {

@@ -1,0 +1,80 @@
+//! A device's own event thread, and how the VMM ends it.
+//!
+//! Devices with host-side I/O (vsock) run an epoll loop on a thread of their own,
+//! woken by KVM ioeventfds (queue notifications), their host fds and a stop event.
+//! The loop owns the device's host resources, so ending the thread releases them
+//! (for vsock: its unix socket is removed).
+
+use std::io;
+use std::thread::JoinHandle;
+
+use vmm_sys_util::eventfd::EventFd;
+
+/// A running device thread. Dropping it stops the thread and waits for it.
+pub struct DeviceThread {
+    name: String,
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DeviceThread {
+    /// Spawns `run` on a thread called `name`; `run` gets the stop event, which it must
+    /// watch and return on.
+    pub fn spawn<F>(name: &str, run: F) -> io::Result<DeviceThread>
+    where
+        F: FnOnce(EventFd) + Send + 'static,
+    {
+        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let theirs = stop.try_clone()?;
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || run(theirs))?;
+        Ok(DeviceThread {
+            name: name.to_owned(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Tells the thread to end and waits for it.
+    pub fn stop(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        if let Err(e) = self.stop.write(1) {
+            tracing::warn!(thread = %self.name, error = %e, "signalling a device thread to stop");
+        }
+        if thread.join().is_err() {
+            tracing::warn!(thread = %self.name, "device thread panicked");
+        }
+    }
+}
+
+impl Drop for DeviceThread {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_wakes_and_joins_the_thread() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = DeviceThread::spawn("test", move |stop| loop {
+            match stop.read() {
+                Ok(v) => return tx.send(v).unwrap(),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        })
+        .unwrap();
+        t.stop();
+        assert_eq!(rx.recv().unwrap(), 1);
+    }
+}
