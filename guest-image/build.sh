@@ -7,7 +7,10 @@ set -euo pipefail
 # Bump when the kernel recipe changes in a way the hashed functions below do not show.
 KERNEL_RECIPE_VERSION=1
 # Bump when the initramfs layout changes.
-INITRAMFS_LAYOUT_VERSION=1
+INITRAMFS_LAYOUT_VERSION=2
+# The built-in test image: Debian's busybox-static, a read-only container rootfs in the
+# guest at /usr/share/cocoon/test-rootfs (what the container tests and demos run).
+TEST_ROOTFS_BUSYBOX=/bin/busybox
 # none | gzip. Under TCG an uncompressed image boots faster (measured: see README).
 INITRAMFS_COMPRESSION=${COCOON_INITRAMFS_COMPRESSION:-none}
 
@@ -310,6 +313,13 @@ build_initramfs() {
         printf 'dir /run 0755 0 0\n'
         printf 'dir /sys 0555 0 0\n'
         printf 'dir /tmp 1777 0 0\n'
+        local tr=/usr/share/cocoon/test-rootfs d a
+        for d in /usr /usr/share /usr/share/cocoon $tr; do printf 'dir %s 0755 0 0\n' "$d"; done
+        for d in bin proc sys dev tmp etc root; do printf 'dir %s/%s 0755 0 0\n' "$tr" "$d"; done
+        printf 'file %s/bin/busybox %s 0755 0 0\n' "$tr" "$TEST_ROOTFS_BUSYBOX"
+        for a in $("$TEST_ROOTFS_BUSYBOX" --list); do
+            [ "$a" = busybox ] || printf 'slink %s/bin/%s busybox 0777 0 0\n' "$tr" "$a"
+        done
         if [ "$KERNEL_KIND" = debian ]; then
             local p n f
             : > "$stage/modules.list"
@@ -352,6 +362,7 @@ compression=$INITRAMFS_COMPRESSION
 kind=$KERNEL_KIND
 tool=$(dpkg-query -W -f='${Version}' "$SRC_PKG" 2>/dev/null || true)
 agent=$AGENT_SHA
+busybox=$(sha256 "$TEST_ROOTFS_BUSYBOX")
 modules=$MODULES_KEY
 code=$(declare -f build_initramfs)")
     IDIR="$CACHE/initramfs/${IKEY:0:32}"

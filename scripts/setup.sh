@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # qemu-system-x86: the VMM on these machines; linux-source-6.1 and its build tools: our
-# guest kernel; cpio: the initramfs; busybox-static: the trivial init of the boot bench.
+# guest kernel; cpio: the initramfs; busybox-static: the trivial init of the boot bench
+# and the rootfs of container tests; libseccomp-dev: seccomp for the agent's
+# libcontainer (its libseccomp.a is linked into the static guest agent).
 PACKAGES=(
     qemu-system-x86 linux-source-6.1 bc bison flex libelf-dev libssl-dev cpio
-    xz-utils zstd kmod busybox-static python3 gcc make
+    xz-utils zstd kmod busybox-static python3 gcc make libseccomp-dev
 )
 
 missing=()

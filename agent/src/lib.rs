@@ -5,11 +5,21 @@
 //! how the agent's own tests run without a VM.
 
 pub mod boot_clock;
+pub mod cgroups;
+pub mod container;
+pub mod error;
 pub mod guest_info;
+pub mod helper;
 pub mod init;
+pub mod io;
 pub mod listen;
+pub mod pods;
 pub mod rpc;
+pub mod sandbox;
 pub mod server;
+pub mod sys;
+pub mod undo;
+pub mod validate;
 
 /// The agent's version, reported to the host.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,9 +1,12 @@
 //! cocoon-agent: PID 1 of the pod VM, or a host process for tests.
 
 use clap::Parser;
+use cocoon_agent::init::reaper::Reaper;
 use cocoon_agent::listen::ListenAddr;
+use cocoon_agent::pods::{Pods, PodsConfig};
 use cocoon_agent::rpc::AgentState;
-use cocoon_agent::{boot_clock, init, server};
+use cocoon_agent::{boot_clock, cgroups, helper, init, server};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
@@ -13,6 +16,9 @@ struct Args {
     /// Where to serve the agent API: vsock:<port> or unix:<path>.
     #[arg(long, default_value = "vsock:1024")]
     listen: ListenAddr,
+    /// Where pods, containers and libcontainer's state live.
+    #[arg(long, default_value = "/run/cocoon")]
+    state_dir: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -26,19 +32,32 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    // The re-executed helper: single-threaded, one libcontainer operation, then exit.
+    if std::env::args().nth(1).as_deref() == Some(helper::HELPER_ARG) {
+        return helper::main();
+    }
+
     // As PID 1 the arguments are whatever the kernel command line left over: ignore them.
-    let listen = if guest {
-        ListenAddr::Vsock {
-            port: cocoon_proto::AGENT_VSOCK_PORT,
+    let args = if guest {
+        Args {
+            listen: ListenAddr::Vsock {
+                port: cocoon_proto::AGENT_VSOCK_PORT,
+            },
+            state_dir: PathBuf::from("/run/cocoon"),
         }
     } else {
-        Args::parse().listen
+        Args::parse()
     };
     let setup = if guest {
         init::setup_guest()
     } else {
+        init::setup_host_process();
         init::SetupReport::default()
     };
+    if let Err(e) = std::fs::create_dir_all(&args.state_dir) {
+        tracing::error!(dir = %args.state_dir.display(), "create state dir: {e}");
+        return ExitCode::FAILURE;
+    }
     let state = Arc::new(AgentState {
         guest,
         started_ns,
@@ -53,10 +72,29 @@ fn main() -> ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|rt| {
             rt.block_on(async {
-                if guest {
-                    init::reaper::spawn()?;
+                let reaper = Reaper::new();
+                reaper.start()?;
+                let cfg = PodsConfig {
+                    state_dir: args.state_dir.clone(),
+                    cgroups: cgroups::detect_root().map(|root| cgroups::Cgroups { root }),
+                    exe: PathBuf::from("/proc/self/exe"),
+                };
+                let pods = Arc::new(Pods::new(cfg, reaper));
+                if !guest {
+                    // SIGTERM ends a host-process agent as Shutdown does: containers
+                    // first, so none outlives it.
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                    let shutdown = state.shutdown.clone();
+                    tokio::spawn(async move {
+                        if term.recv().await.is_some() {
+                            shutdown.notify_one();
+                        }
+                    });
                 }
-                server::serve(listen, state).await?;
+                let served = server::serve(args.listen, state, pods.clone()).await;
+                pods.destroy_all().await;
+                served?;
                 anyhow::Ok(())
             })
         });

@@ -2,8 +2,12 @@
 
 use crate::boot_clock::since_boot_ns;
 use crate::listen::ListenAddr;
-use crate::rpc::{AgentService, AgentState, DiagnosticsService};
-use cocoon_proto::agent::v1::{agent_server::AgentServer, diagnostics_server::DiagnosticsServer};
+use crate::pods::Pods;
+use crate::rpc::{AgentService, AgentState, ContainersService, DiagnosticsService};
+use cocoon_proto::agent::v1::{
+    agent_server::AgentServer, containers_server::ContainersServer,
+    diagnostics_server::DiagnosticsServer,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,16 +35,24 @@ pub enum ServeError {
 }
 
 /// Serves until a Shutdown RPC, then returns (after at most [`DRAIN`] of draining).
-pub async fn serve(addr: ListenAddr, state: Arc<AgentState>) -> Result<(), ServeError> {
+pub async fn serve(
+    addr: ListenAddr,
+    state: Arc<AgentState>,
+    pods: Arc<Pods>,
+) -> Result<(), ServeError> {
     let agent = AgentServer::new(AgentService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let diagnostics = DiagnosticsServer::new(DiagnosticsService)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let containers = ContainersServer::new(ContainersService::new(pods))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     let router = Server::builder()
         .add_service(agent)
-        .add_service(diagnostics);
+        .add_service(diagnostics)
+        .add_service(containers);
     let bind_err = |source| ServeError::Bind {
         addr: addr.clone(),
         source,

@@ -6,63 +6,12 @@ use cocoon_proto::agent::v1::{
     SourceRequest,
 };
 use cocoon_proto::PatternStream;
-use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
-use tower::service_fn;
+use std::path::Path;
+use std::process::Command;
 
-struct Agent {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("agent.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_cocoon-agent"))
-            .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "agent did not bind its socket");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Self {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        let path = self.socket.clone();
-        Endpoint::from_static("http://agent")
-            .connect_with_connector(service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Agent;
 
 #[tokio::test]
 async fn health_details_and_shutdown() {

@@ -1,10 +1,12 @@
 //! The agent's gRPC services: thin handlers, one file per RPC.
 
+mod containers;
 mod diagnostics;
 mod guest_details;
 mod health;
 mod shutdown;
 
+pub use containers::ContainersService;
 pub use diagnostics::DiagnosticsService;
 
 use crate::boot_clock::BootMarks;
