@@ -6,6 +6,8 @@
 
 pub mod scenario;
 
+pub mod containers;
+
 use cocoon_hypervisor::config::ValidVmConfig;
 use cocoon_hypervisor::VmConfig;
 use cocoon_runtime::guest_image::{self, GuestImage};

@@ -5,118 +5,13 @@
 //! The guest image must carry a busybox rootfs at [`GUEST_ROOTFS`] (guest-image/build.sh
 //! installs Debian's busybox-static there).
 
-use cocoon_proto::agent::v1::containers_client::ContainersClient;
 use cocoon_proto::agent::v1::*;
 use cocoon_proto::AGENT_VSOCK_PORT;
 use cocoon_runtime::agent_client::vsock_channel;
 use cocoon_runtime::pod_vm::PodVm;
+use cocoon_tests::containers::*;
 use cocoon_tests::{assert_nothing_left, scratch, validate, vm_config, READY_TIMEOUT};
 use std::time::Duration;
-use tonic::transport::Channel;
-
-/// The read-only busybox image rootfs in the guest, and the storage root above it.
-const GUEST_ROOTFS: &str = "/usr/share/cocoon/test-rootfs";
-const GUEST_STORAGE: &str = "/usr/share/cocoon";
-
-type Client = ContainersClient<Channel>;
-
-fn spec(args: &[&str], terminal: bool, resources: &str) -> String {
-    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
-    format!(
-        r#"{{"ociVersion":"1.0.2",
-        "process":{{"terminal":{terminal},"user":{{"uid":0,"gid":0}},"args":[{}],
-          "env":["PATH=/bin"],"cwd":"/","noNewPrivileges":true}},
-        "root":{{"path":"rootfs","readonly":false}},
-        "mounts":[
-          {{"destination":"/proc","type":"proc","source":"proc"}},
-          {{"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","mode=755"]}},
-          {{"destination":"/dev/pts","type":"devpts","source":"devpts","options":["newinstance","ptmxmode=0666","mode=0620"]}},
-          {{"destination":"/sys","type":"sysfs","source":"sysfs","options":["ro","nosuid","noexec","nodev"]}},
-          {{"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["ro","nosuid","noexec","nodev"]}}],
-        "linux":{{"namespaces":[{{"type":"pid"}},{{"type":"network"}},{{"type":"ipc"}},{{"type":"uts"}},{{"type":"mount"}},{{"type":"cgroup"}}],
-          "resources":{resources}}}}}"#,
-        args.join(",")
-    )
-}
-
-fn container(sandbox: &str, id: &str, spec: String) -> CreateContainerRequest {
-    CreateContainerRequest {
-        sandbox_id: sandbox.into(),
-        container_id: id.into(),
-        oci_spec_json: spec,
-        rootfs: GUEST_ROOTFS.into(),
-        ..Default::default()
-    }
-}
-
-fn sandbox(id: &str, shared: &[Namespace]) -> CreateSandboxRequest {
-    CreateSandboxRequest {
-        sandbox_id: id.into(),
-        hostname: id.into(),
-        shared_namespaces: shared.iter().map(|n| *n as i32).collect(),
-        storage_roots: vec![GUEST_STORAGE.into()],
-        ..Default::default()
-    }
-}
-
-async fn run(c: &mut Client, req: CreateContainerRequest) {
-    let id = req.container_id.clone();
-    c.create_container(req)
-        .await
-        .unwrap_or_else(|e| panic!("create {id}: {e}"));
-    c.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("start {id}: {e}"));
-}
-
-async fn read_all(c: &mut Client, container: &str, exec: &str) -> String {
-    let req = ReadOutputRequest {
-        container_id: container.into(),
-        exec_id: exec.into(),
-        stream: OutputStream::Stdout as i32,
-    };
-    let mut s = c.read_output(req).await.unwrap().into_inner();
-    let mut out = Vec::new();
-    while let Some(chunk) = s.message().await.unwrap() {
-        out.extend_from_slice(&chunk.data);
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-async fn wait(c: &mut Client, container: &str, exec: &str) -> ProcessExit {
-    let req = WaitProcessRequest {
-        container_id: container.into(),
-        exec_id: exec.into(),
-    };
-    c.wait_process(req).await.unwrap().into_inner()
-}
-
-async fn exec(
-    c: &mut Client,
-    container: &str,
-    exec_id: &str,
-    args: &[&str],
-) -> (String, ProcessExit) {
-    c.exec_process(ExecProcessRequest {
-        container_id: container.into(),
-        exec_id: exec_id.into(),
-        process: Some(Process {
-            args: args.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("exec {args:?}: {e}"));
-    let out = read_all(c, container, exec_id).await;
-    (out, wait(c, container, exec_id).await)
-}
-
-fn reason(e: &ProcessExit) -> ExitReason {
-    ExitReason::try_from(e.reason).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_in_the_guest() {
