@@ -10,7 +10,9 @@ use cocoon_proto::agent::v1::HealthRequest;
 use std::time::{Duration, Instant};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
-const MAX_BACKOFF: Duration = Duration::from_millis(100);
+// A refused attempt costs a unix connect and a vsock RST: poll often rather than idle
+// while the agent is already up.
+const MAX_BACKOFF: Duration = Duration::from_millis(20);
 /// One Health call may take this long once connected.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
