@@ -5,4 +5,6 @@
 
 pub mod agent_client;
 pub mod guest_image;
+pub mod oci;
 pub mod pod_vm;
+pub mod run_container;

@@ -6,29 +6,16 @@ use cocoon_proto::agent::v1::*;
 use tonic::transport::Channel;
 
 /// The read-only busybox image rootfs in the guest, and the storage root above it.
-pub const GUEST_ROOTFS: &str = "/usr/share/cocoon/test-rootfs";
-pub const GUEST_STORAGE: &str = "/usr/share/cocoon";
+pub use cocoon_runtime::oci::{TEST_ROOTFS as GUEST_ROOTFS, TEST_STORAGE as GUEST_STORAGE};
 
 pub type Client = ContainersClient<Channel>;
 
-/// An OCI runtime spec running `args` in the busybox rootfs.
+/// An OCI runtime spec running `args` in the busybox rootfs; `resources` is OCI
+/// `LinuxResources` JSON.
 pub fn spec(args: &[&str], terminal: bool, resources: &str) -> String {
-    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
-    format!(
-        r#"{{"ociVersion":"1.0.2",
-        "process":{{"terminal":{terminal},"user":{{"uid":0,"gid":0}},"args":[{}],
-          "env":["PATH=/bin"],"cwd":"/","noNewPrivileges":true}},
-        "root":{{"path":"rootfs","readonly":false}},
-        "mounts":[
-          {{"destination":"/proc","type":"proc","source":"proc"}},
-          {{"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","mode=755"]}},
-          {{"destination":"/dev/pts","type":"devpts","source":"devpts","options":["newinstance","ptmxmode=0666","mode=0620"]}},
-          {{"destination":"/sys","type":"sysfs","source":"sysfs","options":["ro","nosuid","noexec","nodev"]}},
-          {{"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["ro","nosuid","noexec","nodev"]}}],
-        "linux":{{"namespaces":[{{"type":"pid"}},{{"type":"network"}},{{"type":"ipc"}},{{"type":"uts"}},{{"type":"mount"}},{{"type":"cgroup"}}],
-          "resources":{resources}}}}}"#,
-        args.join(",")
-    )
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let resources = serde_json::from_str(resources).expect("resources JSON");
+    cocoon_runtime::oci::basic_spec(&args, terminal, resources)
 }
 
 pub fn container(sandbox: &str, id: &str, spec: String) -> CreateContainerRequest {

@@ -58,3 +58,38 @@ fn missing_image_dir_says_what_is_missing() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_streams_the_containers_output_and_exit_code() {
+    let dir = scratch();
+    let run_dir = dir.path().join("vm");
+    let out = Command::new(bin_dir().join("cocoon"))
+        .args([
+            "vm",
+            "run",
+            "--run-dir",
+            run_dir.to_str().unwrap(),
+            "--ready-timeout-secs",
+            "120",
+        ])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo out-$(hostname); echo err >&2; exit 3",
+        ])
+        .output()
+        .expect("run cocoon");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
+    assert_eq!(stdout, "out-cocoon-demo\n");
+    assert!(stderr.contains("err\n"), "{stderr}");
+    assert!(
+        stderr.contains("container exited: error (code 3)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("guest shut down"), "{stderr}");
+    assert!(processes_mentioning(&run_dir).is_empty());
+    assert!(!run_dir.exists());
+}

@@ -8,7 +8,8 @@ pub use channel::vsock_channel;
 pub use readiness::{wait_ready, Readiness, ReadyError};
 
 use cocoon_proto::agent::v1::{
-    agent_client::AgentClient as AgentRpc, diagnostics_client::DiagnosticsClient,
+    agent_client::AgentClient as AgentRpc, containers_client::ContainersClient,
+    diagnostics_client::DiagnosticsClient,
 };
 use tonic::transport::Channel;
 
@@ -20,6 +21,7 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 pub struct AgentClient {
     pub agent: AgentRpc<Channel>,
     pub diagnostics: DiagnosticsClient<Channel>,
+    pub containers: ContainersClient<Channel>,
 }
 
 impl AgentClient {
@@ -28,7 +30,10 @@ impl AgentClient {
             agent: AgentRpc::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-            diagnostics: DiagnosticsClient::new(channel)
+            diagnostics: DiagnosticsClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            containers: ContainersClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         }

@@ -4,9 +4,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use cocoon_hypervisor::config::ValidVmConfig;
 use cocoon_hypervisor::{AccelChoice, ExitReason, Vm, VmConfig};
+use cocoon_proto::agent::v1::ExitReason as ProcessExitReason;
 use cocoon_runtime::agent_client::transfer;
 use cocoon_runtime::guest_image::{self, GuestImage};
 use cocoon_runtime::pod_vm::PodVm;
+use cocoon_runtime::run_container::run_test_image;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,9 @@ enum Command {
 enum VmCommand {
     /// Boot a pod VM, print the guest's details and boot timings, shut it down.
     Boot(BootArgs),
+    /// Boot a pod VM, run a container of the built-in busybox test image in it, print
+    /// its output, shut the VM down. Exits with the container's exit code.
+    Run(RunArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -39,8 +44,9 @@ enum AccelArg {
     Tcg,
 }
 
+/// What VM to boot, shared by every `vm` command.
 #[derive(Debug, clap::Args)]
-struct BootArgs {
+struct VmArgs {
     /// Directory with vmlinux + initramfs.img (default: found beside this binary).
     #[arg(long)]
     image_dir: Option<PathBuf>,
@@ -50,10 +56,6 @@ struct BootArgs {
     /// Initramfs to boot instead of the image's.
     #[arg(long)]
     initrd: Option<PathBuf>,
-    /// Do not wait for an agent: wait until the guest ends by itself and report launch →
-    /// exit (the boot benchmark's trivial-init baseline uses this).
-    #[arg(long)]
-    no_agent: bool,
     #[arg(long, default_value_t = 1)]
     vcpus: u32,
     #[arg(long, default_value_t = 256)]
@@ -65,12 +67,31 @@ struct BootArgs {
     run_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 60)]
     ready_timeout_secs: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct BootArgs {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Do not wait for an agent: wait until the guest ends by itself and report launch →
+    /// exit (the boot benchmark's trivial-init baseline uses this).
+    #[arg(long)]
+    no_agent: bool,
     /// Also move this many MiB each way through the agent channel and report MB/s.
     #[arg(long, default_value_t = 0)]
     transfer_mib: u64,
     /// One JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// The container's command (after `--`); default: a greeting from inside.
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,10 +107,17 @@ fn main() -> anyhow::Result<()> {
         Command::Vm {
             command: VmCommand::Boot(args),
         } => rt.block_on(boot(args)),
+        Command::Vm {
+            command: VmCommand::Run(args),
+        } => {
+            let code = rt.block_on(run(args))?;
+            std::process::exit(code);
+        }
     }
 }
 
-async fn boot(args: BootArgs) -> anyhow::Result<()> {
+/// The validated VM config of `args`.
+fn vm_config(args: &VmArgs) -> anyhow::Result<ValidVmConfig> {
     let image = match &args.image_dir {
         Some(dir) => GuestImage::in_dir(dir)
             .with_context(|| format!("no vmlinux + initramfs.img in {}", dir.display()))?,
@@ -107,13 +135,54 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
         AccelArg::Tcg => AccelChoice::Tcg,
     };
     config.vsock_backend = guest_image::vsock_backend();
-    let valid = config.validate()?;
+    Ok(config.validate()?)
+}
+
+/// Boots a pod VM, runs one container of the built-in test image, shuts the VM down;
+/// returns the container's exit code.
+async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let valid = vm_config(&args.vm)?;
+    let command = if args.command.is_empty() {
+        vec![
+            "sh".to_string(),
+            "-c".into(),
+            "echo \"hello from container $(hostname) in a Cocoon pod VM\"; uname -sr; id".into(),
+        ]
+    } else {
+        args.command.clone()
+    };
+    let timeout = Duration::from_secs(args.vm.ready_timeout_secs);
+    let (mut pod, _, t) = PodVm::boot(&valid, timeout).await?;
+    eprintln!(
+        "pod VM ready in {:.3} s (accel {})",
+        t.total.as_secs_f64(),
+        pod.vm.accel().accel
+    );
+    let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+    let result = run_test_image(&mut pod.agent, "cocoon-demo", &command, &mut out, &mut err).await;
+    let exit = pod.shutdown(Duration::from_secs(10)).await;
+    let status = result?;
+    let reason =
+        ProcessExitReason::try_from(status.reason).unwrap_or(ProcessExitReason::Unspecified);
+    let reason = reason
+        .as_str_name()
+        .trim_start_matches("EXIT_REASON_")
+        .to_lowercase();
+    eprintln!(
+        "container exited: {reason} (code {}); {exit}",
+        status.exit_code
+    );
+    Ok(status.exit_code)
+}
+
+async fn boot(args: BootArgs) -> anyhow::Result<()> {
+    let valid = vm_config(&args.vm)?;
     if args.no_agent {
         return boot_until_exit(&valid, &args).await;
     }
 
     let (mut pod, details, t) =
-        PodVm::boot(&valid, Duration::from_secs(args.ready_timeout_secs)).await?;
+        PodVm::boot(&valid, Duration::from_secs(args.vm.ready_timeout_secs)).await?;
     let mut transfer_rates = None;
     if args.transfer_mib > 0 {
         let bytes = args.transfer_mib * 1024 * 1024;
@@ -196,11 +265,15 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
 async fn boot_until_exit(valid: &ValidVmConfig, args: &BootArgs) -> anyhow::Result<()> {
     let launched = Instant::now();
     let vm = Vm::start(valid).await?;
-    let exit =
-        match tokio::time::timeout(Duration::from_secs(args.ready_timeout_secs), vm.wait()).await {
-            Ok(exit) => exit,
-            Err(_) => vm.kill().await,
-        };
+    let exit = match tokio::time::timeout(
+        Duration::from_secs(args.vm.ready_timeout_secs),
+        vm.wait(),
+    )
+    .await
+    {
+        Ok(exit) => exit,
+        Err(_) => vm.kill().await,
+    };
     let took = launched.elapsed().as_secs_f64();
     if args.json {
         println!(
