@@ -12,16 +12,7 @@ pub fn create(
     bundle: &Path,
     console_socket: Option<&Path>,
 ) -> Result<i32, String> {
-    let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
-        .with_root_path(root)
-        .map_err(|e| chain(&e))?
-        .validate_id()
-        .map_err(|e| chain(&e))?;
-    builder = match console_socket {
-        Some(sock) => builder.with_console_socket(Some(sock)),
-        None => with_stdio(builder)?,
-    };
-    let container = builder
+    let container = builder(root, id, console_socket)?
         .as_init(bundle)
         .with_systemd(false)
         .with_detach(true)
@@ -33,8 +24,26 @@ pub fn create(
         .ok_or_else(|| "container has no pid".to_string())
 }
 
+/// A builder for container `id` under `root` whose stdio is the console socket if one
+/// is given, else descriptors 3/4/5 (see [`with_stdio`]); create and exec share it.
+pub(super) fn builder(
+    root: &Path,
+    id: &str,
+    console_socket: Option<&Path>,
+) -> Result<ContainerBuilder, String> {
+    let builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        .with_root_path(root)
+        .map_err(|e| chain(&e))?
+        .validate_id()
+        .map_err(|e| chain(&e))?;
+    match console_socket {
+        Some(sock) => Ok(builder.with_console_socket(Some(sock))),
+        None => with_stdio(builder),
+    }
+}
+
 /// Hands descriptors 3/4/5 to libcontainer as the process's stdio.
-pub(super) fn with_stdio(builder: ContainerBuilder) -> Result<ContainerBuilder, String> {
+fn with_stdio(builder: ContainerBuilder) -> Result<ContainerBuilder, String> {
     let take = |fd| {
         crate::sys::take_inherited_fd(fd).ok_or_else(|| format!("stdio descriptor {fd} not open"))
     };
