@@ -4,6 +4,8 @@
 //! hybrid vsock socket, until the agent answers ([`agent_client`]).
 
 pub mod agent_client;
+pub mod cli;
+pub mod cri_log;
 pub mod guest_image;
 pub mod oci;
 pub mod pod_vm;

@@ -1,0 +1,1 @@
+//! Cocoon's image store (work in progress).

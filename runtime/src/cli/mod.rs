@@ -1,0 +1,1 @@
+//! The `cocoon` command line for people: talks CRI to cocoond.

@@ -1,0 +1,1 @@
+//! Reading CRI-format log files.

@@ -1,0 +1,1 @@
+//! Writing CRI-format log files.
