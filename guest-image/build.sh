@@ -420,6 +420,9 @@ main() {
     if [ "$KERNEL_KIND" = own ]; then own_kernel; else debian_kernel; fi
     make_initramfs
     install_out
+    # The built-in container image for cocoond (an OCI layout of the same busybox).
+    "$SCRIPT_DIR/test-image.sh" "$OUT/test-image" >/dev/null
+    log "done: $OUT/test-image"
 }
 
 # Everything above is a definition and `exit` sits on the line that runs main: bash has

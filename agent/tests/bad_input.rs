@@ -214,6 +214,7 @@ async fn bad_input_is_refused_and_leaves_nothing() {
         c.wait_process(WaitProcessRequest {
             container_id: "c".into(),
             exec_id: "nope".into(),
+            forget: false,
         })
         .await
         .unwrap_err(),

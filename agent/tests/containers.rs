@@ -177,6 +177,17 @@ async fn exec_into_a_running_container() {
     assert!(out.contains("pod-host"), "{out}");
     let (out, _) = exec(&mut p.client, "c1", "e3", &["hostname"]).await;
     assert_eq!(out.trim(), "pod-host");
+    // An exec waited with `forget` leaves the agent's table: its id is free again.
+    let forget = |exec_id: &str| WaitProcessRequest {
+        container_id: "c1".into(),
+        exec_id: exec_id.into(),
+        forget: true,
+    };
+    p.client.wait_process(forget("e3")).await.expect("wait e3");
+    let gone = p.client.wait_process(forget("e3")).await.unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+    let (out, _) = exec(&mut p.client, "c1", "e3", &["echo", "again"]).await;
+    assert_eq!(out, "again\n");
     let procs = p
         .client
         .list_processes(ListProcessesRequest {

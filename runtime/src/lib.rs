@@ -5,8 +5,13 @@
 
 pub mod agent_client;
 pub mod cli;
+pub mod config;
+pub mod cri;
+pub mod cri_client;
 pub mod cri_log;
+pub mod daemon;
 pub mod guest_image;
 pub mod oci;
 pub mod pod_vm;
 pub mod run_container;
+pub mod shared_fs;

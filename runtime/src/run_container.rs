@@ -105,6 +105,7 @@ where
         .wait_process(WaitProcessRequest {
             container_id: CONTAINER.into(),
             exec_id: String::new(),
+            forget: false,
         })
         .await
         .map(|r| r.into_inner())

@@ -68,6 +68,7 @@ pub async fn wait(c: &mut Client, container: &str, exec: &str) -> ProcessExit {
     let req = WaitProcessRequest {
         container_id: container.into(),
         exec_id: exec.into(),
+        forget: false,
     };
     c.wait_process(req).await.unwrap().into_inner()
 }

@@ -8,6 +8,12 @@ pub mod scenario;
 
 pub mod containers;
 
+pub mod registry;
+
+pub mod host_mounts;
+
+pub mod cri;
+
 use cocoon_hypervisor::config::ValidVmConfig;
 use cocoon_hypervisor::VmConfig;
 use cocoon_runtime::guest_image::{self, GuestImage};

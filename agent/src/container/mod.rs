@@ -77,6 +77,14 @@ impl Container {
             .ok_or_else(|| crate::error::AgentError::not_found("exec", exec_id))
     }
 
+    /// Drops an exited exec from the table.
+    pub fn forget_exec(&self, exec_id: &str) {
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(exec_id);
+    }
+
     fn stop_oom_watch(&self) {
         if let Some(h) = self
             .oom_watch

@@ -199,6 +199,7 @@ mod tests {
             cgroup: "cocoon/p".into(),
             cgroup_created: vec![],
             roots: vec![root.to_path_buf()],
+            shared_mounts: vec![],
             shared,
             pause: nix::unistd::Pid::from_raw(42),
             pause_exit: Mutex::new(None),

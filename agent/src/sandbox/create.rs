@@ -1,6 +1,6 @@
 //! CreateSandbox: validate everything, then build the pod step by step with undo.
 
-use super::{settings, Sandbox};
+use super::{settings, shared_fs, Sandbox};
 use crate::error::{AgentError, Result};
 use crate::helper::{Op, PauseSpec};
 use crate::pods::{Pods, DEFAULT_SCRATCH_BYTES};
@@ -26,7 +26,8 @@ pub async fn create(pods: &Arc<Pods>, req: CreateSandboxRequest) -> Result<Arc<S
     } else {
         validate::relative_normal("cgroup_parent", &req.cgroup_parent)?
     };
-    let roots = storage_roots(&req.storage_roots)?;
+    let shared_mounts = shared_fs::validate(&req.shared_filesystems, &pods.cfg.state_dir)?;
+    let mut roots = storage_roots(&req.storage_roots, !shared_mounts.is_empty())?;
     let scratch = match req.scratch_bytes {
         0 => DEFAULT_SCRATCH_BYTES,
         n if n < MIN_SCRATCH_BYTES => {
@@ -51,6 +52,9 @@ pub async fn create(pods: &Arc<Pods>, req: CreateSandboxRequest) -> Result<Arc<S
             format!("cgroup {} is already in use", cgroup.display()),
         ));
     }
+
+    // The host's files first: a tag the VM does not have fails before the rest is built.
+    roots.extend(shared_fs::mount_all(&shared_mounts, &mut undo)?);
 
     let dir = pods.sandbox_dir(&id);
     std::fs::create_dir_all(&dir).map_err(|e| AgentError::io("create sandbox dir", e))?;
@@ -115,6 +119,7 @@ pub async fn create(pods: &Arc<Pods>, req: CreateSandboxRequest) -> Result<Arc<S
         cgroup,
         cgroup_created,
         roots,
+        shared_mounts: shared_mounts.into_iter().map(|m| m.mount_point).collect(),
         shared,
         pause,
         pause_exit: Mutex::new(Some(pause_exit)),
@@ -126,11 +131,12 @@ pub async fn create(pods: &Arc<Pods>, req: CreateSandboxRequest) -> Result<Arc<S
     Ok(sandbox)
 }
 
-fn storage_roots(given: &[String]) -> Result<Vec<PathBuf>> {
-    if given.is_empty() {
+/// The roots given; none is fine when shared filesystems (roots themselves) are.
+fn storage_roots(given: &[String], shared_fs: bool) -> Result<Vec<PathBuf>> {
+    if given.is_empty() && !shared_fs {
         return Err(AgentError::invalid(
             "storage_roots",
-            "at least one root is needed",
+            "at least one root (or a shared filesystem) is needed",
         ));
     }
     given

@@ -1,4 +1,5 @@
-//! DestroySandbox: every container, the pause process, the cgroup, the tmpfs.
+//! DestroySandbox: every container, the pause process, the cgroup, the tmpfs, the shared
+//! filesystems.
 
 use crate::container;
 use crate::error::Result;
@@ -39,6 +40,7 @@ pub async fn destroy(pods: &Arc<Pods>, id: &str) -> Result<()> {
         tracing::warn!(sandbox = id, "unmount tmpfs: {e}");
     }
     let _ = std::fs::remove_dir_all(&sandbox.dir);
+    super::shared_fs::unmount_all(&sandbox.shared_mounts);
     pods.forget_sandbox(id);
     tracing::info!(sandbox = id, "sandbox destroyed");
     Ok(())

@@ -5,11 +5,13 @@
 //! <state>/sandboxes/<id>/            tmpfs, sized per pod
 //!     resolv.conf  hostname          bind-mounted into each container
 //!     containers/<container id>/     config.json, rootfs/ (overlay), upper/, work/
+//! <state>/<mount point>/             virtio-fs from the host (image rootfs, volumes)
 //! ```
 
 mod create;
 mod destroy;
 pub mod settings;
+pub mod shared_fs;
 
 use crate::init::reaper::ExitStatus;
 use std::collections::BTreeSet;
@@ -38,8 +40,10 @@ pub struct Sandbox {
     pub cgroup: PathBuf,
     /// Cgroup directories created for the pod (the pod's and missing ancestors).
     pub cgroup_created: Vec<PathBuf>,
-    /// Resolved storage roots.
+    /// Resolved storage roots (the shared filesystems' mount points among them).
     pub roots: Vec<PathBuf>,
+    /// Where the pod's shared filesystems are mounted.
+    pub shared_mounts: Vec<PathBuf>,
     pub shared: Shared,
     pub pause: nix::unistd::Pid,
     pub pause_exit: Mutex<Option<oneshot::Receiver<ExitStatus>>>,

@@ -163,6 +163,7 @@ pub async fn wait(c: &mut Client, container: &str, exec: &str) -> ProcessExit {
     c.wait_process(WaitProcessRequest {
         container_id: container.into(),
         exec_id: exec.into(),
+        forget: false,
     })
     .await
     .unwrap()

@@ -4,12 +4,13 @@
 //! Linux kernel, and a host without VMX/SVM in its CPU flags has no hardware
 //! virtualization to offer; both fall back to QEMU's TCG.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 
 /// The acceleration a VM runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
     Tcg,
@@ -35,7 +36,8 @@ pub enum AccelChoice {
 }
 
 /// The outcome of detection, with the reason for logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Detected {
     pub accel: Accel,
     pub reason: String,

@@ -5,7 +5,8 @@
 //! resolved and acceleration decided, or a [`ConfigError`] naming the field.
 
 use crate::accel::{self, Accel, AccelChoice, Detected};
-use serde::Deserialize;
+use crate::virtiofs::{self, SharedFsConfig, VIRTIOFSD_INSTALL};
+use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ const MAX_SOCKET_PATH: usize = 107;
 const PORT_SUFFIX: usize = 11;
 
 /// The VMM that runs the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// Debian's qemu-system-x86_64, `-M microvm`, with our vhost-user vsock device.
@@ -62,6 +63,13 @@ pub struct VmConfig {
     /// The builtin VMM (`cocoon-vmm`): a command name or a path.
     #[serde(default = "default_vmm")]
     pub vmm: PathBuf,
+    /// A host directory shared into the guest over virtio-fs (QEMU backend).
+    #[serde(default)]
+    pub shared_fs: Option<SharedFsConfig>,
+    /// virtiofsd, for `shared_fs`: a command name or a path; none → PATH, then
+    /// `~/.cargo/bin/virtiofsd`, `/usr/libexec/virtiofsd`, `/usr/lib/qemu/virtiofsd`.
+    #[serde(default)]
+    pub virtiofsd: Option<PathBuf>,
     /// Directory for the VM's sockets and logs; created by start, removed by cleanup.
     pub run_dir: PathBuf,
 }
@@ -104,6 +112,8 @@ impl VmConfig {
             qemu: default_qemu(),
             vsock_backend: default_vsock_backend(),
             vmm: default_vmm(),
+            shared_fs: None,
+            virtiofsd: None,
             run_dir: run_dir.into(),
         }
     }
@@ -145,6 +155,9 @@ impl VmConfig {
                 why: "too long for its unix sockets (sun_path is 108 bytes)",
             });
         }
+        if let Some(fs) = &self.shared_fs {
+            fs.validate()?;
+        }
         let (accel, programs) = match self.backend {
             Backend::Qemu => (accel::resolve(self.accel), self.qemu_programs()?),
             Backend::Builtin => self.builtin_programs()?,
@@ -161,14 +174,23 @@ impl VmConfig {
             find_program(&self.qemu).ok_or_else(|| ConfigError::QemuMissing(self.qemu.clone()))?;
         let vsock_backend = find_program(&self.vsock_backend)
             .ok_or_else(|| ConfigError::VsockBackendMissing(self.vsock_backend.clone()))?;
+        let virtiofsd = match &self.shared_fs {
+            Some(_) => Some(virtiofs::find_virtiofsd(self.virtiofsd.as_deref())?),
+            None => None,
+        };
         Ok(Programs::Qemu {
             qemu,
             vsock_backend,
+            virtiofsd,
         })
     }
 
     /// The builtin VMM runs on KVM or not at all.
     fn builtin_programs(&self) -> Result<(Detected, Programs), ConfigError> {
+        // TODO(issue 5): a virtio-fs device in cocoon-vmm.
+        if self.shared_fs.is_some() {
+            return Err(ConfigError::BuiltinSharedFs);
+        }
         if self.vcpus > BUILTIN_MAX_VCPUS {
             return Err(ConfigError::BuiltinVcpus(self.vcpus));
         }
@@ -195,10 +217,12 @@ impl VmConfig {
 /// The programs a validated config launches, found on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Programs {
-    /// QEMU and the vhost-user vsock device process.
+    /// QEMU, the vhost-user vsock device process and, for a shared filesystem,
+    /// virtiofsd.
     Qemu {
         qemu: PathBuf,
         vsock_backend: PathBuf,
+        virtiofsd: Option<PathBuf>,
     },
     /// `cocoon-vmm`, with the vsock device inside.
     Builtin { vmm: PathBuf },
@@ -246,6 +270,14 @@ pub enum ConfigError {
     BuiltinNeedsKvm(String),
     #[error("vcpus: {0} is more than the builtin VMM's {BUILTIN_MAX_VCPUS}")]
     BuiltinVcpus(u32),
+    #[error("shared_fs.host_dir: {} {why}", path.display())]
+    SharedFsDir { path: PathBuf, why: String },
+    #[error("shared_fs.tag: {tag:?} {why}")]
+    SharedFsTag { tag: String, why: &'static str },
+    #[error("virtiofsd: {0} not found or not executable; {VIRTIOFSD_INSTALL}")]
+    VirtiofsdMissing(String),
+    #[error("shared_fs: the builtin backend has no virtio-fs device yet; use the qemu backend")]
+    BuiltinSharedFs,
 }
 
 fn check_readable(field: &'static str, path: &Path) -> Result<(), ConfigError> {
@@ -306,7 +338,7 @@ mod tests {
             for name in ["vmlinux", "initrd"] {
                 std::fs::write(dir.path().join(name), b"x").unwrap();
             }
-            for name in ["qemu", "vsock", "vmm"] {
+            for name in ["qemu", "vsock", "vmm", "virtiofsd"] {
                 let p = dir.path().join(name);
                 std::fs::write(&p, b"#!/bin/sh\n").unwrap();
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -320,7 +352,17 @@ mod tests {
             c.qemu = d.join("qemu");
             c.vsock_backend = d.join("vsock");
             c.vmm = d.join("vmm");
+            c.virtiofsd = Some(d.join("virtiofsd"));
             c.accel = AccelChoice::Tcg;
+            c
+        }
+
+        fn shared(&self) -> VmConfig {
+            let mut c = self.config();
+            c.shared_fs = Some(SharedFsConfig {
+                host_dir: self.dir.path().to_path_buf(),
+                tag: "pod".into(),
+            });
             c
         }
 
@@ -449,6 +491,68 @@ mod tests {
         let mut c = f.builtin();
         c.vcpus = 33;
         assert!(err(&c).starts_with("vcpus: 33"), "{}", err(&c));
+    }
+
+    #[test]
+    fn shared_fs_runs_virtiofsd() {
+        let f = Files::new();
+        let v = f.shared().validate().unwrap();
+        let Programs::Qemu { virtiofsd, .. } = v.programs else {
+            panic!("qemu programs")
+        };
+        assert_eq!(virtiofsd, Some(f.dir.path().join("virtiofsd")));
+        // Without a shared fs virtiofsd is neither needed nor looked for.
+        let mut c = f.config();
+        c.virtiofsd = Some("/nonexistent/virtiofsd".into());
+        let Programs::Qemu { virtiofsd, .. } = c.validate().unwrap().programs else {
+            panic!("qemu programs")
+        };
+        assert_eq!(virtiofsd, None);
+    }
+
+    #[test]
+    fn each_bad_shared_fs_field_is_named() {
+        let f = Files::new();
+        let mut c = f.shared();
+        c.shared_fs.as_mut().unwrap().host_dir = f.dir.path().join("nope");
+        assert!(err(&c).starts_with("shared_fs.host_dir: "), "{}", err(&c));
+        c.shared_fs.as_mut().unwrap().host_dir = "relative".into();
+        assert!(err(&c).contains("must be absolute"), "{}", err(&c));
+        c.shared_fs.as_mut().unwrap().host_dir = f.dir.path().join("vmlinux");
+        assert!(err(&c).ends_with("is not a directory"), "{}", err(&c));
+        let mut c = f.shared();
+        c.shared_fs.as_mut().unwrap().tag = String::new();
+        assert!(err(&c).starts_with("shared_fs.tag: "), "{}", err(&c));
+        c.shared_fs.as_mut().unwrap().tag = "x".repeat(37);
+        assert!(err(&c).starts_with("shared_fs.tag: "), "{}", err(&c));
+        c.shared_fs.as_mut().unwrap().tag = "a b".into();
+        assert!(err(&c).starts_with("shared_fs.tag: "), "{}", err(&c));
+        let mut c = f.shared();
+        c.virtiofsd = Some("virtiofsd-does-not-exist".into());
+        let e = err(&c);
+        assert!(e.starts_with("virtiofsd: virtiofsd-does-not-exist"), "{e}");
+        assert!(e.contains("cargo install virtiofsd"), "{e}");
+    }
+
+    #[test]
+    fn builtin_refuses_a_shared_fs() {
+        let f = Files::new();
+        let mut c = f.shared();
+        c.backend = Backend::Builtin;
+        c.accel = AccelChoice::Kvm;
+        let e = err(&c);
+        assert!(e.starts_with("shared_fs: the builtin backend"), "{e}");
+    }
+
+    #[test]
+    fn unknown_shared_fs_fields_are_refused() {
+        use serde::de::value::{Error, MapDeserializer};
+        use serde::de::IntoDeserializer;
+        let pairs = [("host_dir", "/srv"), ("tag", "t"), ("readonly", "true")];
+        let de: MapDeserializer<_, Error> =
+            MapDeserializer::new(pairs.into_iter().map(|(k, v)| (k, v.into_deserializer())));
+        let e = SharedFsConfig::deserialize(de).unwrap_err().to_string();
+        assert!(e.contains("unknown field `readonly`"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,13 @@ pub enum ExitReason {
     VmmFailed(String),
     /// The vsock device process died, so the VM was ended.
     VsockBackendFailed(String),
+    /// virtiofsd (the shared filesystem's device process) died, so the VM was ended.
+    SharedFsFailed(String),
+    /// The VMM ended while Cocoon watched it as a re-attached process, not its child
+    /// (after a runtime restart): its exit status cannot be read, so a guest shutdown,
+    /// an outside kill and a VMM failure look alike. A kernel panic (on the console)
+    /// and an end Cocoon asked for are still told apart.
+    StatusUnknown,
 }
 
 impl fmt::Display for VmExit {
@@ -46,6 +53,10 @@ impl fmt::Display for VmExit {
             ExitReason::Killed => write!(f, "VMM killed ({status})"),
             ExitReason::VmmFailed(err) => write!(f, "VMM failed ({status}): {err}"),
             ExitReason::VsockBackendFailed(err) => write!(f, "vsock device failed: {err}"),
+            ExitReason::SharedFsFailed(err) => write!(f, "virtiofsd failed: {err}"),
+            ExitReason::StatusUnknown => {
+                write!(f, "VMM ended while re-attached; exit status unknown")
+            }
         }
     }
 }
@@ -59,9 +70,10 @@ pub struct Circumstances {
     pub signal_exit_code: Option<i32>,
 }
 
-/// Decides why a VMM ended from its status, the console and its error output.
+/// Decides why a VMM ended from its status (`None`: not our child, unknown), the
+/// console and its error output.
 pub fn classify(
-    status: ExitStatus,
+    status: Option<ExitStatus>,
     how: Circumstances,
     console: &str,
     vmm_stderr: &str,
@@ -72,6 +84,9 @@ pub fn classify(
     if how.stopped_by_us {
         return ExitReason::Stopped;
     }
+    let Some(status) = status else {
+        return ExitReason::StatusUnknown;
+    };
     match (status.code(), status.signal()) {
         (Some(0), _) => ExitReason::Shutdown,
         (_, Some(_)) => ExitReason::Killed,
@@ -97,11 +112,22 @@ mod tests {
         signal_exit_code: Some(3),
     };
 
-    fn exited(code: i32) -> ExitStatus {
-        ExitStatus::from_raw(code << 8)
+    fn exited(code: i32) -> Option<ExitStatus> {
+        Some(ExitStatus::from_raw(code << 8))
     }
-    fn signaled(sig: i32) -> ExitStatus {
-        ExitStatus::from_raw(sig)
+    fn signaled(sig: i32) -> Option<ExitStatus> {
+        Some(ExitStatus::from_raw(sig))
+    }
+
+    #[test]
+    fn unknown_status_still_tells_panics_and_our_own_stops() {
+        assert_eq!(classify(None, NOT_US, "", ""), ExitReason::StatusUnknown);
+        assert_eq!(classify(None, US, "", ""), ExitReason::Stopped);
+        let c = "Kernel panic - not syncing: VFS";
+        assert!(matches!(
+            classify(None, NOT_US, c, ""),
+            ExitReason::KernelPanic(_)
+        ));
     }
 
     #[test]

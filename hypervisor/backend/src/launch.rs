@@ -3,23 +3,24 @@
 use crate::builtin::{self, BuiltinPaths};
 use crate::config::{Programs, ValidVmConfig};
 use crate::console;
-use crate::process::{self, WaitError};
+use crate::process::{self, Role, VmProcess, WaitError};
 use crate::qemu;
+use crate::virtiofs;
 use crate::vm::VmError;
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::process::Child;
 
 /// The hybrid vsock socket inside the run directory.
 pub const VSOCK_SOCKET: &str = "vsock.sock";
 const VHOST_USER_SOCKET: &str = "vhost-user.sock";
+const VIRTIOFS_SOCKET: &str = "virtiofs.sock";
 const CONSOLE_LOG: &str = "console.log";
 const VMM_LOG: &str = "vmm.log";
 const VSOCK_LOG: &str = "vsock-backend.log";
+const VIRTIOFSD_LOG: &str = "virtiofsd.log";
 
-/// How long the vsock device (its own process, or inside cocoon-vmm) may take to bind
+/// How long a device process (or the vsock device inside cocoon-vmm) may take to bind
 /// its socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
 
@@ -29,11 +30,15 @@ pub struct RunPaths {
     pub run_dir: PathBuf,
     pub vsock_socket: PathBuf,
     pub vhost_user_socket: PathBuf,
+    /// virtiofsd's vhost-user socket (QEMU backend with a shared filesystem).
+    pub virtiofs_socket: PathBuf,
     pub console_log: PathBuf,
     /// The VMM's standard error.
     pub vmm_log: PathBuf,
     /// The vsock device process's standard error (QEMU backend).
     pub vsock_log: PathBuf,
+    /// virtiofsd's standard error.
+    pub virtiofsd_log: PathBuf,
 }
 
 impl RunPaths {
@@ -42,24 +47,30 @@ impl RunPaths {
             run_dir: run_dir.to_path_buf(),
             vsock_socket: run_dir.join(VSOCK_SOCKET),
             vhost_user_socket: run_dir.join(VHOST_USER_SOCKET),
+            virtiofs_socket: run_dir.join(VIRTIOFS_SOCKET),
             console_log: run_dir.join(CONSOLE_LOG),
             vmm_log: run_dir.join(VMM_LOG),
             vsock_log: run_dir.join(VSOCK_LOG),
+            virtiofsd_log: run_dir.join(VIRTIOFSD_LOG),
+        }
+    }
+
+    /// Where a process of this VM writes its standard error.
+    pub fn log_of(&self, role: Role) -> &Path {
+        match role {
+            Role::Vmm => &self.vmm_log,
+            Role::VsockBackend => &self.vsock_log,
+            Role::Virtiofsd => &self.virtiofsd_log,
         }
     }
 }
 
-/// A process of the VM.
-pub struct Proc {
-    pub child: Child,
-    pub pid: Pid,
-}
-
 /// The processes of a started VM.
+#[derive(Debug)]
 pub struct Launched {
-    pub vmm: Proc,
-    /// The vhost-user vsock device process (QEMU backend only).
-    pub vsock: Option<Proc>,
+    pub vmm: VmProcess,
+    /// The device processes beside the VMM (QEMU backend): virtiofsd, the vsock device.
+    pub devices: Vec<VmProcess>,
 }
 
 /// Starts the processes of `cfg`'s backend. On error nothing is left running.
@@ -68,36 +79,79 @@ pub async fn launch(cfg: &ValidVmConfig, paths: &RunPaths) -> Result<Launched, V
         Programs::Qemu {
             qemu,
             vsock_backend,
-        } => launch_qemu(cfg, qemu, vsock_backend, paths).await,
+            virtiofsd,
+        } => {
+            let mut devices = Vec::new();
+            let vmm = launch_qemu(
+                cfg,
+                qemu,
+                vsock_backend,
+                virtiofsd.as_deref(),
+                paths,
+                &mut devices,
+            )
+            .await;
+            match vmm {
+                Ok(vmm) => Ok(Launched { vmm, devices }),
+                Err(e) => {
+                    for d in &devices {
+                        d.kill_and_reap().await;
+                    }
+                    Err(e)
+                }
+            }
+        }
         Programs::Builtin { vmm } => launch_builtin(cfg, vmm, paths).await,
     }
 }
 
-/// The vsock device process first (QEMU connects to its vhost-user socket), then QEMU.
+/// The device processes first (QEMU connects to their vhost-user sockets at start),
+/// then QEMU. Started devices are pushed onto `devices`, for the caller to end on error.
 async fn launch_qemu(
     cfg: &ValidVmConfig,
     qemu: &Path,
     vsock_backend: &Path,
+    virtiofsd: Option<&Path>,
     paths: &RunPaths,
-) -> Result<Launched, VmError> {
-    let mut vsock = spawn_vsock_backend(cfg, vsock_backend, paths).await?;
+    devices: &mut Vec<VmProcess>,
+) -> Result<VmProcess, VmError> {
+    if let (Some(fs), Some(program)) = (&cfg.config.shared_fs, virtiofsd) {
+        let args = virtiofs::virtiofsd_args(&fs.host_dir, &paths.virtiofs_socket);
+        let proc = spawn_device(
+            Role::Virtiofsd,
+            program,
+            args,
+            paths,
+            &paths.virtiofs_socket,
+        )
+        .await;
+        devices.push(proc.map_err(|(why, log)| VmError::SharedFs { why, log })?);
+    }
+    let args: Vec<OsString> = vec![
+        "--socket".into(),
+        paths.vhost_user_socket.clone().into(),
+        "--uds".into(),
+        paths.vsock_socket.clone().into(),
+        "--guest-cid".into(),
+        cfg.config.guest_cid.to_string().into(),
+    ];
+    let proc = spawn_device(
+        Role::VsockBackend,
+        vsock_backend,
+        args,
+        paths,
+        &paths.vhost_user_socket,
+    )
+    .await;
+    devices.push(proc.map_err(|(why, log)| VmError::VsockBackend { why, log })?);
+
     let qemu_paths = qemu::QemuPaths {
         console_log: paths.console_log.clone(),
         vhost_user_socket: paths.vhost_user_socket.clone(),
+        virtiofs_socket: paths.virtiofs_socket.clone(),
     };
     let args = qemu::qemu_args(cfg, &qemu_paths, qemu::host_tsc_khz());
-    let vmm = spawn(qemu, args, &paths.vmm_log);
-    match vmm {
-        Ok(vmm) => Ok(Launched {
-            vmm,
-            vsock: Some(vsock),
-        }),
-        Err(e) => {
-            process::signal(vsock.pid, Signal::SIGKILL);
-            let _ = vsock.child.wait().await;
-            Err(e)
-        }
-    }
+    spawn(Role::Vmm, qemu, args, &paths.vmm_log)
 }
 
 /// `cocoon-vmm` alone; it is up once its vsock socket exists.
@@ -111,16 +165,14 @@ async fn launch_builtin(
         vsock_socket: paths.vsock_socket.clone(),
     };
     let args = builtin::vmm_args(cfg, &builtin_paths);
-    let mut proc = spawn(vmm, args, &paths.vmm_log)?;
-    match process::wait_for_path(&paths.vsock_socket, &mut proc.child, SOCKET_WAIT).await {
+    let proc = spawn(Role::Vmm, vmm, args, &paths.vmm_log)?;
+    match process::wait_for_path(&paths.vsock_socket, &proc, SOCKET_WAIT).await {
         Ok(()) => Ok(Launched {
             vmm: proc,
-            vsock: None,
+            devices: Vec::new(),
         }),
         Err(e) => {
-            if matches!(e, WaitError::Timeout) {
-                let _ = proc.child.kill().await;
-            }
+            proc.kill_and_reap().await;
             Err(VmError::VmmStart {
                 why: e.to_string(),
                 log: console::tail(&paths.vmm_log, 5),
@@ -129,45 +181,36 @@ async fn launch_builtin(
     }
 }
 
-async fn spawn_vsock_backend(
-    cfg: &ValidVmConfig,
+/// Starts a device process and waits for its vhost-user socket. On failure the process
+/// is gone and the error is (why, tail of its log).
+async fn spawn_device(
+    role: Role,
     program: &Path,
+    args: Vec<OsString>,
     paths: &RunPaths,
-) -> Result<Proc, VmError> {
-    let args: Vec<std::ffi::OsString> = vec![
-        "--socket".into(),
-        paths.vhost_user_socket.clone().into(),
-        "--uds".into(),
-        paths.vsock_socket.clone().into(),
-        "--guest-cid".into(),
-        cfg.config.guest_cid.to_string().into(),
-    ];
-    let mut proc = spawn(program, args, &paths.vsock_log)?;
-    match process::wait_for_path(&paths.vhost_user_socket, &mut proc.child, SOCKET_WAIT).await {
+    socket: &Path,
+) -> Result<VmProcess, (String, String)> {
+    let log = paths.log_of(role);
+    let proc = process::spawn(role, program, args, log)
+        .map_err(|e| (format!("start {}: {e}", program.display()), String::new()))?;
+    match process::wait_for_path(socket, &proc, SOCKET_WAIT).await {
         Ok(()) => Ok(proc),
         Err(e) => {
             if matches!(e, WaitError::Timeout) {
-                let _ = proc.child.kill().await;
+                proc.kill_and_reap().await;
             }
-            Err(VmError::VsockBackend {
-                why: e.to_string(),
-                log: console::tail(&paths.vsock_log, 5),
-            })
+            Err((e.to_string(), console::tail(log, 5)))
         }
     }
 }
 
-fn spawn<I, S>(program: &Path, args: I, log: &Path) -> Result<Proc, VmError>
+fn spawn<I, S>(role: Role, program: &Path, args: I, log: &Path) -> Result<VmProcess, VmError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let spawn_err = |source| VmError::Spawn {
+    process::spawn(role, program, args, log).map_err(|source| VmError::Spawn {
         program: program.to_path_buf(),
         source,
-    };
-    let child = process::spawn(program, args, log).map_err(spawn_err)?;
-    let pid = process::pid_of(&child)
-        .ok_or_else(|| spawn_err(std::io::Error::other("exited at once")))?;
-    Ok(Proc { child, pid })
+    })
 }

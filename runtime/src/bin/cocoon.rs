@@ -6,6 +6,7 @@ use cocoon_hypervisor::config::ValidVmConfig;
 use cocoon_hypervisor::{AccelChoice, ExitReason, Vm, VmConfig};
 use cocoon_proto::agent::v1::ExitReason as ProcessExitReason;
 use cocoon_runtime::agent_client::transfer;
+use cocoon_runtime::cli::{self, CriCommand};
 use cocoon_runtime::guest_image::{self, GuestImage};
 use cocoon_runtime::pod_vm::PodVm;
 use cocoon_runtime::run_container::run_test_image;
@@ -15,13 +16,18 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Parser)]
 #[command(version, about = "Cocoon: VM-isolated pod sandboxes")]
 struct Cli {
+    /// cocoond's CRI socket [env: COCOON_SOCKET] [default: /run/cocoon/cocoon.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Pod VMs without Kubernetes.
+    #[command(flatten)]
+    Cri(CriCommand),
+    /// Pod VMs without Kubernetes or cocoond.
     Vm {
         #[command(subcommand)]
         command: VmCommand,
@@ -94,7 +100,7 @@ struct RunArgs {
     command: Vec<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -102,17 +108,54 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Runtime::new()?;
-    match cli.command {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cocoon: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match cli.command {
+        Command::Cri(command) => {
+            let socket = cli::socket_path(cli.socket, std::env::var_os(cli::SOCKET_ENV));
+            let result = rt.block_on(cli::execute(
+                &socket,
+                &command,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+                interrupted(),
+            ));
+            match result {
+                Ok(code) => code,
+                // The reader went away (`cocoon logs | head`): as if killed by SIGPIPE.
+                Err(e) if e.is_broken_pipe() => 128 + 13,
+                Err(e) => {
+                    eprintln!("cocoon: {}", cli::describe(&e));
+                    1
+                }
+            }
+        }
         Command::Vm {
             command: VmCommand::Boot(args),
-        } => rt.block_on(boot(args)),
+        } => vm_outcome(rt.block_on(boot(args)).map(|()| 0)),
         Command::Vm {
             command: VmCommand::Run(args),
-        } => {
-            let code = rt.block_on(run(args))?;
-            std::process::exit(code);
-        }
+        } => vm_outcome(rt.block_on(run(args))),
+    };
+    std::process::exit(code);
+}
+
+fn vm_outcome(result: anyhow::Result<i32>) -> i32 {
+    result.unwrap_or_else(|e| {
+        eprintln!("cocoon: {e:#}");
+        1
+    })
+}
+
+/// Completes on ^C; never when the signal cannot be watched.
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

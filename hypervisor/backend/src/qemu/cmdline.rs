@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 pub struct QemuPaths {
     pub console_log: PathBuf,
     pub vhost_user_socket: PathBuf,
+    /// virtiofsd's socket, used when the config has a shared filesystem.
+    pub virtiofs_socket: PathBuf,
 }
 
 /// QEMU's arguments for `cfg`.
@@ -63,6 +65,18 @@ pub fn qemu_args(cfg: &ValidVmConfig, paths: &QemuPaths, tsc_khz: Option<u64>) -
     ));
     push("-device".into());
     push("vhost-user-vsock-device,chardev=vsock".into());
+    if let Some(fs) = &c.shared_fs {
+        push("-chardev".into());
+        push(format!(
+            "socket,id=fs0,path={}",
+            opt_path(&paths.virtiofs_socket)
+        ));
+        push("-device".into());
+        push(format!(
+            "vhost-user-fs-device,chardev=fs0,tag={}",
+            fs.tag.replace(',', ",,")
+        ));
+    }
     push("-kernel".into());
     push(opt_path(&c.kernel));
     push("-initrd".into());
@@ -115,19 +129,57 @@ mod tests {
             programs: Programs::Qemu {
                 qemu: "/usr/bin/qemu-system-x86_64".into(),
                 vsock_backend: "/usr/bin/cocoon-vsock".into(),
+                virtiofsd: None,
             },
         }
     }
 
     fn args(accel: Accel) -> Vec<String> {
+        args_of(&valid(accel))
+    }
+
+    fn args_of(cfg: &ValidVmConfig) -> Vec<String> {
         let paths = QemuPaths {
             console_log: "/run/x/console.log".into(),
             vhost_user_socket: "/run/x/vhost-user.sock".into(),
+            virtiofs_socket: "/run/x/virtiofs.sock".into(),
         };
-        qemu_args(&valid(accel), &paths, Some(2_000_000))
+        qemu_args(cfg, &paths, Some(2_000_000))
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()
+    }
+
+    fn all_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn shared_fs_is_a_vhost_user_fs_device() {
+        let mut cfg = valid(Accel::Tcg);
+        assert!(!args_of(&cfg).iter().any(|a| a.contains("vhost-user-fs")));
+        cfg.config.shared_fs = Some(crate::virtiofs::SharedFsConfig {
+            host_dir: "/srv/pod".into(),
+            tag: "pod,1".into(),
+        });
+        let a = args_of(&cfg);
+        assert_eq!(
+            all_after(&a, "-chardev"),
+            [
+                "socket,id=vsock,path=/run/x/vhost-user.sock",
+                "socket,id=fs0,path=/run/x/virtiofs.sock"
+            ]
+        );
+        assert_eq!(
+            all_after(&a, "-device"),
+            [
+                "vhost-user-vsock-device,chardev=vsock",
+                "vhost-user-fs-device,chardev=fs0,tag=pod,,1"
+            ]
+        );
     }
 
     fn after<'a>(args: &'a [String], flag: &str) -> &'a str {
