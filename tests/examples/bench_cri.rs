@@ -1,11 +1,14 @@
 //! cocoond benchmark: RunPodSandbox → ready and CreateContainer + StartContainer
 //! latencies through the CRI (median and p95), with RunPodSandbox's breakdown from the
 //! daemon, beside a bare boot of the same kernel + initrd (PodVm::boot, no shared fs, no
-//! daemon), interleaved in one run. Run through `scripts/bench-cri.sh [runs]`.
+//! daemon), interleaved in one run; then PullImage + unpack throughput of a 64 MiB-layer
+//! image from a registry on 127.0.0.1 (removed between pulls, so each pull downloads,
+//! verifies and unpacks everything). Run through `scripts/bench-cri.sh [runs]`.
 
 use cocoon_runtime::config::TEST_IMAGE;
 use cocoon_runtime::pod_vm::PodVm;
 use cocoon_tests::cri::*;
+use cocoon_tests::registry::{build_busybox_image, Compression, TestRegistry};
 use cocoon_tests::{scratch, validate, vm_config, READY_TIMEOUT};
 use k8s_cri::v1::*;
 use std::time::{Duration, Instant};
@@ -26,7 +29,12 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10);
-    let d = Cocoond::start("").await;
+    let reg = TestRegistry::start();
+    let d = Cocoond::start(&format!(
+        "[registries.hosts.\"{}\"]\nplain_http = true\n",
+        reg.addr()
+    ))
+    .await;
     let mut c = d.client().await;
     let logs = d.log_dir("bench");
     let dir = scratch();
@@ -114,4 +122,68 @@ async fn main() {
     println!("CreateContainer                median {cm:7.1} ms  p95 {cp:7.1} ms");
     println!("StartContainer                 median {sm:7.1} ms  p95 {sp:7.1} ms");
     println!("Create + Start                 median {:7.1} ms", cm + sm);
+
+    pull_throughput(&mut c, &reg, runs).await;
+}
+
+/// A 64 MiB layer of incompressible bytes (xorshift), gzip-compressed by the push.
+async fn pull_throughput(
+    c: &mut cocoon_runtime::cri_client::CriClient,
+    reg: &TestRegistry,
+    runs: usize,
+) {
+    const SIZE: usize = 64 << 20;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..SIZE / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let layout = tmp.path().join("layout");
+    build_busybox_image(&layout, "big", &[("/blob", &data)], &[]);
+    reg.push(&layout, "big", "bench/big", Compression::Gzip);
+    let name = format!("{}/bench/big:big", reg.addr());
+    let spec = || {
+        Some(ImageSpec {
+            image: name.clone(),
+            ..Default::default()
+        })
+    };
+    let mut rates = Vec::new();
+    let mut size = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        c.images
+            .pull_image(PullImageRequest {
+                image: spec(),
+                ..Default::default()
+            })
+            .await
+            .expect("pull");
+        let took = t.elapsed();
+        let img = c
+            .images
+            .image_status(ImageStatusRequest {
+                image: spec(),
+                verbose: false,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .image
+            .expect("image");
+        size = img.size;
+        rates.push(img.size as f64 / 1e6 / took.as_secs_f64());
+        c.images
+            .remove_image(RemoveImageRequest { image: spec() })
+            .await
+            .expect("remove");
+    }
+    let (m, _) = median_p95(&mut rates);
+    let (lo, hi) = (rates[0], rates[rates.len() - 1]);
+    println!("PullImage + verify + unpack, {:.1} MB compressed: median {m:.1} MB/s (min {lo:.1}, max {hi:.1})", size as f64 / 1e6);
 }

@@ -21,28 +21,7 @@ pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// A raw line longer than this is not a writer's; it is reported malformed and skipped.
 pub const MAX_LINE_BYTES: usize = MAX_RECORD_BYTES + 256;
 
-/// Which output of the container a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Stream::Stdout => 0,
-            Stream::Stderr => 1,
-        }
-    }
-}
+pub use super::Stream;
 
 /// One line of the container's output, its parts joined.
 #[derive(Debug, Clone, PartialEq, Eq)]

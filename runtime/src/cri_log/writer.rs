@@ -14,20 +14,7 @@ use std::sync::Mutex;
 /// CRI-O use the same 16 KiB bound).
 pub const MAX_LINE: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
+pub use super::Stream;
 
 /// A container's log file, shared by its stream copiers.
 #[derive(Debug)]
