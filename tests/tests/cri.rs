@@ -4,6 +4,7 @@
 use cocoon_runtime::config::TEST_IMAGE;
 use cocoon_tests::cri::*;
 use k8s_cri::v1::*;
+use std::path::Path;
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -165,6 +166,68 @@ async fn pod_lifecycle() {
         [svc.as_str()]
     );
 
+    // Pod stats carry the running container.
+    let pod_stats = c
+        .runtime
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .unwrap();
+    let linux = pod_stats.linux.unwrap();
+    assert!(linux
+        .containers
+        .iter()
+        .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == svc)));
+    assert!(linux.memory.and_then(|m| m.working_set_bytes).is_some());
+
+    // A live limit change that the container reads back from its own cgroup.
+    c.runtime
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: svc.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateContainerResources");
+    let out = c
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: svc.clone(),
+            cmd: vec!["cat".into(), "/sys/fs/cgroup/memory.max".into()],
+            timeout: 30,
+        })
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        (96u64 << 20).to_string()
+    );
+    let st = status(&mut c, &svc).await;
+    let limit = st
+        .resources
+        .and_then(|r| r.linux)
+        .map(|l| l.memory_limit_in_bytes);
+    assert_eq!(limit, Some(96 << 20), "ContainerStatus shows the new limit");
+
+    // kubelet's log rotation: the file is renamed, ReopenContainerLog makes a new one.
+    let rotated = format!("{}.1", st.log_path);
+    std::fs::rename(&st.log_path, &rotated).unwrap();
+    c.runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: svc.clone(),
+        })
+        .await
+        .expect("ReopenContainerLog");
+    assert!(Path::new(&st.log_path).exists(), "a new log file");
+
     // SIGTERM first: the container's trap ends it well before the timeout.
     let asked = std::time::Instant::now();
     c.runtime
@@ -186,7 +249,20 @@ async fn pod_lifecycle() {
         "{st:?}"
     );
     let log = std::fs::read_to_string(&st.log_path).unwrap();
-    assert!(log.contains(" stdout F bye\n"), "{log}");
+    assert!(log.contains(" stdout F bye\n"), "after the rotation: {log}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(
+        !old.contains("bye"),
+        "nothing after the rotation in the old file"
+    );
+    let e = c
+        .runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: svc.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     // Idempotent: stopping again, removing twice, removing an unknown id.
     c.runtime
         .stop_container(StopContainerRequest {
@@ -251,7 +327,7 @@ fn chrono_like(ts: &str) -> bool {
 /// Bad requests get the right code and a message naming the problem; nothing is left.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests() {
-    let d = Cocoond::start("").await;
+    let d = Cocoond::start("[runtime_handlers.big]\nmemory_mib = 384\nvcpus = 2\n").await;
     let mut c = d.client().await;
     let logs = d.log_dir("bad");
     let run = |cfg: Option<PodSandboxConfig>| RunPodSandboxRequest {
@@ -397,8 +473,34 @@ async fn bad_requests() {
     );
 
     // A pod for container-level checks.
+    // This pod runs on the "big" handler's VM profile.
     let cfg = pod_config("good", &logs);
-    let pod = run_pod(&mut c, cfg.clone()).await;
+    let pod = c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: "big".into(),
+        })
+        .await
+        .expect("RunPodSandbox on a handler")
+        .into_inner()
+        .pod_sandbox_id;
+    let st = c
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.status.unwrap().runtime_handler, "big");
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    assert_eq!(
+        (info["memoryMiB"].as_u64(), info["vcpus"].as_u64()),
+        (Some(384), Some(2)),
+        "{info}"
+    );
     let e = c
         .runtime
         .run_pod_sandbox(run(Some(cfg.clone())))
