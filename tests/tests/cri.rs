@@ -714,3 +714,55 @@ async fn twenty_cycles_leave_nothing() {
         .await
         .expect("RemoveImage once no container uses it");
 }
+
+/// A VM that dies under a running pod (QEMU killed) makes the pod NotReady with the
+/// reason and its container exited; removing the pod then leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn vm_death_marks_the_pod_not_ready() {
+    let d = Cocoond::start("").await;
+    let mut c = d.client().await;
+    let logs = d.log_dir("doomed");
+    let cfg = pod_config("doomed", &logs);
+    let pod = run_pod(&mut c, cfg.clone()).await;
+    let ctr = start_container(
+        &mut c,
+        &pod,
+        &cfg,
+        container_config("s", TEST_IMAGE, &["sleep", "1000"]),
+    )
+    .await;
+    let qemu: Vec<u32> = d
+        .vm_processes()
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("qemu-system"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(qemu.len(), 1, "{:?}", d.vm_processes());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(qemu[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let s = c
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.status.as_ref().unwrap().state == PodSandboxState::SandboxNotready as i32 {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "pod still ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.info["info"].contains("VM ended"), "{:?}", status.info);
+    let st = wait_exited(&mut c, &ctr, Duration::from_secs(30)).await;
+    assert_eq!(st.reason, "Unknown", "{st:?}");
+    remove_pod(&mut c, &pod).await;
+    d.assert_clean();
+}

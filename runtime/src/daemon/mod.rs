@@ -17,6 +17,7 @@ pub mod records;
 mod recovery;
 pub mod sizing;
 pub mod spec;
+mod vm_watch;
 
 pub use error::{DaemonError, Result};
 

@@ -11,7 +11,11 @@ use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
 use std::sync::{Arc, Mutex};
 
 impl Daemon {
-    pub async fn run_pod(&self, config: Option<PodSandboxConfig>, handler: &str) -> Result<String> {
+    pub async fn run_pod(
+        self: &Arc<Self>,
+        config: Option<PodSandboxConfig>,
+        handler: &str,
+    ) -> Result<String> {
         let config = config.ok_or_else(|| invalid("config", "is missing"))?;
         validate(&config)?;
         let profile = self.config.profile(handler).ok_or_else(|| {
@@ -92,8 +96,8 @@ impl Daemon {
     }
 
     async fn boot(
-        &self,
-        pod: &Pod,
+        self: &Arc<Self>,
+        pod: &Arc<Pod>,
         profile: &crate::config::ResolvedProfile,
         size: VmSize,
         config: &PodSandboxConfig,
@@ -122,6 +126,7 @@ impl Daemon {
         let vm = Arc::new(vm);
         *lock(&pod.vm) = Some(vm.clone());
         *lock(&pod.agent) = Some(client.clone());
+        self.watch_vm(pod.clone(), vm.clone());
         self.save_pod(pod, |r| r.vm = Some(vm.record()))?;
 
         let mut c = client.containers.clone();

@@ -38,8 +38,10 @@ pub async fn recover(d: &Arc<Daemon>) {
                 Ok(vm) => match wait_ready(&vm, AGENT_VSOCK_PORT, REATTACH_READY).await {
                     Ok((client, _)) => {
                         live_run_dirs.insert(vm.run_dir().to_path_buf());
-                        *lock(&pod.vm) = Some(Arc::new(vm));
+                        let vm = Arc::new(vm);
+                        *lock(&pod.vm) = Some(vm.clone());
                         *lock(&pod.agent) = Some(client);
+                        d.watch_vm(pod.clone(), vm);
                         alive = true;
                         tracing::info!(pod = %rec.id, "re-attached to the pod's VM");
                     }
