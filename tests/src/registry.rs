@@ -27,7 +27,14 @@ pub struct TestRegistry {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
+    /// `user:password` when the registry requires basic auth.
+    creds: Option<String>,
 }
+
+/// The password of [`TestRegistry::start_with_auth`]'s user, and its bcrypt hash (what
+/// the registry's htpasswd file holds; fixed, so no bcrypt tool is needed).
+pub const AUTH_PASSWORD: &str = "secret";
+const AUTH_PASSWORD_BCRYPT: &str = "$2b$12$AUOH24QYjQF4it3uMxElVeP1pG8LYe9zG5fE/BzokT.KOKQ6OoGCy";
 
 /// Layer compression for [`TestRegistry::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +65,16 @@ impl TestRegistry {
     /// Starts a registry and waits until `GET /v2/` answers. Panics, with the
     /// registry's log, if it does not come up.
     pub fn start() -> TestRegistry {
+        Self::start_inner(None)
+    }
+
+    /// A registry that answers only requests with basic auth as `user` /
+    /// [`AUTH_PASSWORD`] (htpasswd). Pushes use those credentials.
+    pub fn start_with_auth(user: &str) -> TestRegistry {
+        Self::start_inner(Some(user))
+    }
+
+    fn start_inner(user: Option<&str>) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("cocoon-registry-")
             .tempdir()
@@ -66,17 +83,23 @@ impl TestRegistry {
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).expect("create registry storage");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\n\
-                 log:\n  level: info\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .expect("write registry config");
+        let mut text = format!(
+            "version: 0.1\n\
+             log:\n  level: info\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        );
+        if let Some(user) = user {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{AUTH_PASSWORD_BCRYPT}\n"))
+                .expect("write htpasswd");
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: cocoon-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text).expect("write registry config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("create log");
         let child = Command::new(REGISTRY_BIN)
             .arg("serve")
@@ -86,7 +109,13 @@ impl TestRegistry {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("start {REGISTRY_BIN} (scripts/setup.sh installs it): {e}"));
-        let mut registry = TestRegistry { child, dir, port };
+        let creds = user.map(|u| format!("{u}:{AUTH_PASSWORD}"));
+        let mut registry = TestRegistry {
+            child,
+            dir,
+            port,
+            creds,
+        };
         registry.wait_ready();
         registry
     }
@@ -94,8 +123,10 @@ impl TestRegistry {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok((200, _)) = self.http("GET", "/v2/", &[], b"") {
-                return;
+            match self.http("GET", "/v2/", &[], b"") {
+                Ok((200, _)) => return,
+                Ok((401, _)) if self.creds.is_some() => return,
+                _ => {}
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{REGISTRY_BIN} exited ({status}):\n{}", self.log());
@@ -192,6 +223,9 @@ impl TestRegistry {
             cmd.args(["--format", "v2s2"]);
         } else {
             cmd.args(["--format", "oci"]);
+        }
+        if let Some(creds) = &self.creds {
+            cmd.args(["--dest-creds", creds]);
         }
         cmd.arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{name}:{tag}", self.addr()));

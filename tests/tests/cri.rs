@@ -760,7 +760,11 @@ async fn vm_death_marks_the_pod_not_ready() {
         assert!(std::time::Instant::now() < deadline, "pod still ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(status.info["info"].contains("VM ended"), "{:?}", status.info);
+    assert!(
+        status.info["info"].contains("VM ended"),
+        "{:?}",
+        status.info
+    );
     let st = wait_exited(&mut c, &ctr, Duration::from_secs(30)).await;
     assert_eq!(st.reason, "Unknown", "{st:?}");
     remove_pod(&mut c, &pod).await;

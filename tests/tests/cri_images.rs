@@ -205,3 +205,59 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Credentials come from the PullImage request: without them the registry refuses (a
+/// clear Unavailable naming it), with them (username/password, or CRI's base64 `auth`)
+/// the pull succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_with_credentials_from_the_request() {
+    use cocoon_tests::registry::AUTH_PASSWORD;
+    let reg = TestRegistry::start_with_auth("puller");
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    build_busybox_image(&layout, "v1", &[], &[]);
+    reg.push(&layout, "v1", "private/app", Compression::Gzip);
+    let d = Cocoond::start(&format!(
+        "[registries.hosts.\"{}\"]\nplain_http = true\n",
+        reg.addr()
+    ))
+    .await;
+    let mut c = d.client().await;
+    let name = format!("{}/private/app:v1", reg.addr());
+    let pull = |auth: Option<AuthConfig>| PullImageRequest {
+        image: spec(&name),
+        auth,
+        ..Default::default()
+    };
+    let e = c.images.pull_image(pull(None)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains(&reg.addr()), "{e:?}");
+    let wrong = AuthConfig {
+        username: "puller".into(),
+        password: "wrong".into(),
+        ..Default::default()
+    };
+    assert!(c.images.pull_image(pull(Some(wrong))).await.is_err());
+    let good = AuthConfig {
+        username: "puller".into(),
+        password: AUTH_PASSWORD.into(),
+        ..Default::default()
+    };
+    c.images
+        .pull_image(pull(Some(good)))
+        .await
+        .expect("pull with username/password");
+    c.images
+        .remove_image(RemoveImageRequest { image: spec(&name) })
+        .await
+        .unwrap();
+    // base64("puller:secret")
+    let encoded = AuthConfig {
+        auth: "cHVsbGVyOnNlY3JldA==".into(),
+        ..Default::default()
+    };
+    c.images
+        .pull_image(pull(Some(encoded)))
+        .await
+        .expect("pull with auth");
+}
