@@ -19,6 +19,8 @@ const CONSOLE_LOG: &str = "console.log";
 const VMM_LOG: &str = "vmm.log";
 const VSOCK_LOG: &str = "vsock-backend.log";
 const VIRTIOFSD_LOG: &str = "virtiofsd.log";
+/// cocoon-vmm's metrics (JSON, rewritten every second and at the end).
+pub const METRICS: &str = "metrics.json";
 
 /// How long a device process (or the vsock device inside cocoon-vmm) may take to bind
 /// its socket.
@@ -163,6 +165,7 @@ async fn launch_builtin(
     let builtin_paths = BuiltinPaths {
         console_log: paths.console_log.clone(),
         vsock_socket: paths.vsock_socket.clone(),
+        metrics: paths.run_dir.join(METRICS),
     };
     let args = builtin::vmm_args(cfg, &builtin_paths);
     let proc = spawn(Role::Vmm, vmm, args, &paths.vmm_log)?;

@@ -14,7 +14,9 @@ use crate::devices::legacy::i8042::{I8042_PORT_BASE, I8042_PORT_LEN};
 use crate::devices::legacy::serial::{COM1_GSI, COM1_PORT, COM1_PORT_LEN};
 use crate::devices::legacy::{DebugExit, Serial, I8042};
 use crate::devices::thread::DeviceThread;
+use crate::devices::virtio::mmio::MmioMetrics;
 use crate::devices::virtio::{MmioTransport, Rng, VirtioDevice, VirtioInterrupt, Vsock};
+use crate::metrics::DeviceMetrics;
 use crate::devices::Bus;
 use crate::exit::ExitLatch;
 use crate::vstate::vm::Vm;
@@ -25,6 +27,8 @@ pub struct Devices {
     pub pio: Bus,
     pub mmio: Bus,
     pub threads: Vec<DeviceThread>,
+    /// The virtio devices' counters, in slot order.
+    pub metrics: Vec<DeviceMetrics>,
 }
 
 /// The virtio devices of a VM, in slot order.
@@ -59,6 +63,7 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
         pio: Bus::new(),
         mmio: Bus::new(),
         threads: Vec::new(),
+        metrics: Vec::new(),
     };
     let serial_irq = new_irq(vm, COM1_GSI)?;
     let out = serial_output(&config.serial)?;
@@ -83,17 +88,27 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
 
     for (slot, kind) in virtio_devices(config).into_iter().enumerate() {
         let slot = slot as u32;
-        let device: Box<dyn VirtioDevice> = match kind {
-            Virtio::Entropy => Box::new(Rng::new().map_err(Error::Entropy)?),
+        match kind {
+            Virtio::Entropy => {
+                let rng = Rng::new().map_err(Error::Entropy)?;
+                let device = rng.metrics();
+                let transport = add_virtio(&mut devices, vm, slot, Box::new(rng))?;
+                devices.metrics.push(DeviceMetrics::Rng { transport, device });
+            }
             Virtio::Vsock(spec) => {
                 let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
                 register_queue_notify(vm, &kick, slot);
                 let (vsock, thread) = Vsock::new(spec.device_config(), kick)?;
                 devices.threads.push(thread);
-                Box::new(vsock)
+                let (glue, device) = (vsock.metrics(), vsock.device_metrics());
+                let transport = add_virtio(&mut devices, vm, slot, Box::new(vsock))?;
+                devices.metrics.push(DeviceMetrics::Vsock {
+                    transport,
+                    glue,
+                    device,
+                });
             }
-        };
-        add_virtio(&mut devices, vm, slot, device)?;
+        }
     }
     Ok(devices)
 }
@@ -122,14 +137,15 @@ fn add_virtio(
     vm: &Vm,
     slot: u32,
     device: Box<dyn VirtioDevice>,
-) -> Result<(), Error> {
+) -> Result<Arc<MmioMetrics>, Error> {
     let (base, gsi) = slot_place(slot);
     let interrupt = Arc::new(VirtioInterrupt::new(new_irq(vm, gsi)?));
     let transport = MmioTransport::new(device, vm.memory().clone(), interrupt)?;
+    let metrics = transport.metrics();
     devices
         .mmio
         .insert(base, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)))?;
-    Ok(())
+    Ok(metrics)
 }
 
 /// An eventfd wired to interrupt line `gsi`.

@@ -17,12 +17,14 @@ pub mod config;
 pub mod devices;
 pub mod exit;
 pub mod host;
+pub mod metrics;
 pub mod vmm;
 pub mod vstate;
 
 pub use boot::BootSource;
 pub use config::{SerialOutput, VmConfig, VsockSpec};
 pub use exit::{CrashCause, ResetCause, VmExit};
+pub use metrics::MetricsSource;
 pub use vmm::{Stopper, VmStats, Vmm};
 
 use std::path::PathBuf;

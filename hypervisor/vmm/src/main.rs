@@ -16,7 +16,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -66,6 +66,12 @@ struct Args {
     /// Stop the VM after this many seconds.
     #[arg(long)]
     timeout_s: Option<u64>,
+    /// Write the VM's metrics (boot time, exits by reason, device counters) as JSON to
+    /// this file, replaced atomically every `--metrics-interval-ms` and at the end.
+    #[arg(long, value_name = "PATH")]
+    metrics: Option<PathBuf>,
+    #[arg(long, default_value_t = 1000, requires = "metrics")]
+    metrics_interval_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -129,7 +135,13 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     signals.thread_block().context("blocking signals")?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC).context("signalfd")?;
 
+    let metrics_path = args.metrics.clone();
+    let interval = Duration::from_millis(args.metrics_interval_ms.max(10));
     let vmm = Vmm::start(config(args)).context("starting the VM")?;
+    let reporter = metrics_path
+        .clone()
+        .map(|p| spawn_metrics_thread(vmm.metrics(), p, interval))
+        .transpose()?;
     let signalled = Arc::new(AtomicI32::new(0));
     spawn_signal_thread(signal_fd, vmm.stopper(), signalled.clone())?;
     let exit = match timeout {
@@ -138,7 +150,18 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let stats = vmm.stats();
     let first_exit = vmm.time_to_first_exit();
+    let source = vmm.metrics();
     let final_exit = vmm.stop();
+    if let Some((stop, thread)) = reporter {
+        drop(stop);
+        let _ = thread.join();
+    }
+    if let Some(path) = &metrics_path {
+        let end = serde_json::json!({ "exit": final_exit.to_string() });
+        if let Err(e) = source.write(path, &[("end", end)]) {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the metrics");
+        }
+    }
     let signal = signalled.load(Ordering::SeqCst);
     tracing::info!(
         exit = %final_exit,
@@ -158,6 +181,28 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(VmExit::Stopped) => 0,
         Some(VmExit::Crashed { .. }) => EXIT_CRASH,
     }))
+}
+
+/// Writes the metrics every `interval` until the returned sender is dropped (the
+/// thread ends at once then; join it before the final write).
+fn spawn_metrics_thread(
+    source: cocoon_vmm::MetricsSource,
+    path: PathBuf,
+    interval: Duration,
+) -> anyhow::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || loop {
+            if let Err(e) = source.write(&path, &[]) {
+                tracing::warn!(path = %path.display(), error = %e, "could not write the metrics");
+            }
+            if !matches!(rx.recv_timeout(interval), Err(mpsc::RecvTimeoutError::Timeout)) {
+                break;
+            }
+        })
+        .context("starting the metrics thread")?;
+    Ok((tx, handle))
 }
 
 /// Turns SIGTERM/SIGINT/SIGHUP into a VM stop; `signalled` records which one came.

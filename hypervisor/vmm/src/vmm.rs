@@ -14,6 +14,7 @@ use crate::devices::thread::DeviceThread;
 use crate::exit::{ExitLatch, VmExit};
 use crate::vstate::kick;
 use crate::vstate::memory;
+use crate::metrics::{DeviceMetrics, MetricsSource};
 use crate::vstate::vcpu::{Vcpu, VcpuHandle, VcpuMetrics, VcpuShared};
 use crate::vstate::vm::Vm;
 use crate::Error;
@@ -48,6 +49,7 @@ pub struct Vmm {
     /// Stopped after the vCPUs, so no guest notification arrives while they end.
     device_threads: Vec<DeviceThread>,
     vcpu_metrics: Vec<Arc<VcpuMetrics>>,
+    device_metrics: Vec<DeviceMetrics>,
     exit: Arc<ExitLatch>,
     created: Instant,
     first_exit: Arc<OnceLock<Instant>>,
@@ -87,6 +89,7 @@ impl Vmm {
             vcpus: Vec::with_capacity(vcpus.len()),
             device_threads: devices.threads,
             vcpu_metrics: vcpus.iter().map(Vcpu::metrics).collect(),
+            device_metrics: devices.metrics,
             exit,
             created,
             first_exit: shared.first_exit.clone(),
@@ -152,6 +155,16 @@ impl Vmm {
         self.first_exit
             .get()
             .map(|t| t.saturating_duration_since(self.created))
+    }
+
+    /// Where the VM's metrics (boot time, exits, device counters) are read from.
+    pub fn metrics(&self) -> MetricsSource {
+        MetricsSource {
+            created: self.created,
+            first_exit: self.first_exit.clone(),
+            vcpus: self.vcpu_metrics.clone(),
+            devices: self.device_metrics.clone(),
+        }
     }
 
     /// Exit counters summed over the vCPUs.

@@ -125,5 +125,17 @@ fn guest_driver_gets_entropy_through_a_virtqueue() {
     mem.read_slice(&mut buf, GuestAddress(u64::from(BUF)))
         .unwrap();
     assert!(buf.iter().any(|&b| b != 0));
-    eprintln!("virtio-rng guest: {:?}, {:?}", out.elapsed, out.vmm.stats());
+    // The metrics say the same: one activation, one request of BUF_LEN bytes, MMIO exits.
+    let path = dir.path().join("metrics.json");
+    out.vmm.metrics().write(&path, &[]).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let rng = &m["devices"][0];
+    assert_eq!(rng["type"], "rng", "{m}");
+    assert_eq!(rng["requests"], 1, "{m}");
+    assert_eq!(rng["bytes"], u64::from(BUF_LEN), "{m}");
+    assert_eq!(rng["transport"]["activations"], 1, "{m}");
+    assert!(m["exits"]["mmio"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["boot"]["first_guest_exit_us"].as_u64().is_some(), "{m}");
+    eprintln!("virtio-rng guest: {:?}, {m}", out.elapsed);
 }

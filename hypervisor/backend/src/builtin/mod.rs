@@ -17,6 +17,8 @@ pub const EXIT_CRASHED: i32 = 2;
 pub struct BuiltinPaths {
     pub console_log: PathBuf,
     pub vsock_socket: PathBuf,
+    /// Where cocoon-vmm keeps its metrics (boot time, exits, device counters) as JSON.
+    pub metrics: PathBuf,
 }
 
 /// `cocoon-vmm`'s arguments for `cfg`. It appends the `virtio_mmio.device=` entries
@@ -39,6 +41,7 @@ pub fn vmm_args(cfg: &ValidVmConfig, paths: &BuiltinPaths) -> Vec<OsString> {
     pair("--serial-log", paths.console_log.clone().into());
     pair("--vsock-uds", paths.vsock_socket.clone().into());
     pair("--guest-cid", c.guest_cid.to_string().into());
+    pair("--metrics", paths.metrics.clone().into());
     args
 }
 
@@ -68,6 +71,7 @@ mod tests {
         let paths = BuiltinPaths {
             console_log: "/run/x/console.log".into(),
             vsock_socket: "/run/x/vsock.sock".into(),
+            metrics: "/run/x/metrics.json".into(),
         };
         let args: Vec<String> = vmm_args(&cfg, &paths)
             .into_iter()
@@ -92,6 +96,8 @@ mod tests {
                 "/run/x/vsock.sock",
                 "--guest-cid",
                 "7",
+                "--metrics",
+                "/run/x/metrics.json",
             ]
         );
     }
