@@ -16,9 +16,9 @@ use crate::devices::legacy::{DebugExit, Serial, I8042};
 use crate::devices::thread::DeviceThread;
 use crate::devices::virtio::mmio::MmioMetrics;
 use crate::devices::virtio::{MmioTransport, Rng, VirtioDevice, VirtioInterrupt, Vsock};
-use crate::metrics::DeviceMetrics;
 use crate::devices::Bus;
 use crate::exit::ExitLatch;
+use crate::metrics::DeviceMetrics;
 use crate::vstate::vm::Vm;
 use crate::Error;
 
@@ -93,7 +93,9 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
                 let rng = Rng::new().map_err(Error::Entropy)?;
                 let device = rng.metrics();
                 let transport = add_virtio(&mut devices, vm, slot, Box::new(rng))?;
-                devices.metrics.push(DeviceMetrics::Rng { transport, device });
+                devices
+                    .metrics
+                    .push(DeviceMetrics::Rng { transport, device });
             }
             Virtio::Vsock(spec) => {
                 let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;

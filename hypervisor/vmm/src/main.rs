@@ -197,7 +197,10 @@ fn spawn_metrics_thread(
             if let Err(e) = source.write(&path, &[]) {
                 tracing::warn!(path = %path.display(), error = %e, "could not write the metrics");
             }
-            if !matches!(rx.recv_timeout(interval), Err(mpsc::RecvTimeoutError::Timeout)) {
+            if !matches!(
+                rx.recv_timeout(interval),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            ) {
                 break;
             }
         })

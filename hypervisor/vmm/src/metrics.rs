@@ -65,7 +65,12 @@ impl MetricsSource {
                 })
             })
             .collect();
-        let sum = |k: &str| vcpus.iter().map(|v| v[k].as_u64().unwrap_or(0)).sum::<u64>();
+        let sum = |k: &str| {
+            vcpus
+                .iter()
+                .map(|v| v[k].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
         let exits = json!({
             "total": sum("exits"), "pio": sum("pio"), "mmio": sum("mmio"), "unhandled": sum("unhandled"),
         });
@@ -73,7 +78,10 @@ impl MetricsSource {
             .devices
             .iter()
             .map(|d| match d {
-                DeviceMetrics::Rng { transport: t, device } => json!({
+                DeviceMetrics::Rng {
+                    transport: t,
+                    device,
+                } => json!({
                     "type": "rng",
                     "transport": transport(t),
                     "requests": n(&device.requests),
@@ -81,7 +89,11 @@ impl MetricsSource {
                     "bad_descriptors": n(&device.bad_descriptors),
                     "errors": n(&device.errors),
                 }),
-                DeviceMetrics::Vsock { transport: t, glue, device } => {
+                DeviceMetrics::Vsock {
+                    transport: t,
+                    glue,
+                    device,
+                } => {
                     let s = device.snapshot();
                     json!({
                         "type": "vsock",
