@@ -59,12 +59,12 @@ impl Pods {
             .as_ref()
             .map(|c| c.root.clone())
             .filter(|root| root.as_path() != std::path::Path::new("/sys/fs/cgroup"));
-        let helpers = Helpers {
-            exe: cfg.exe.clone(),
-            state_root: cfg.state_dir.join("libcontainer"),
+        let helpers = Helpers::new(
+            cfg.exe.clone(),
+            cfg.state_dir.join("libcontainer"),
             cgroup_view,
-            reaper: reaper.clone(),
-        };
+            reaper.clone(),
+        );
         Self {
             cfg,
             helpers,

@@ -57,7 +57,8 @@ impl Pod {
         ))
     }
 
-    /// Children of the agent still alive (the pause process, containers, execs).
+    /// Children of the agent still alive (the pause process, containers, execs); not
+    /// the agent's helper server, which serves every pod for the agent's whole life.
     fn agent_children(&self) -> Vec<u32> {
         let me = self.agent.pid().to_string();
         std::fs::read_dir("/proc")
@@ -71,6 +72,10 @@ impl Pod {
                     let state = f.next().unwrap_or("");
                     f.next() == Some(me.as_str()) && state != "Z"
                 })
+            })
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                cmdline != b"cocoon-agent\0__helper\0serve\0"
             })
             .collect()
     }

@@ -1,7 +1,7 @@
 //! CreateContainer: check everything, then overlay, bundle, stdio and libcontainer's
 //! create, undoing what was done if a step fails.
 
-use super::process::{ExitContext, Process};
+use super::process::{launch, ExitContext, LaunchError};
 use super::stdio::Pending;
 use super::{rootfs, spec, Container};
 use crate::cgroups::{oom, stats::oom_kills};
@@ -62,23 +62,6 @@ pub async fn create(pods: &Arc<Pods>, req: CreateContainerRequest) -> Result<Arc
         bundle: dir.clone(),
         console_socket: pending.console_path(),
     };
-    let (child_fds, finish) = pending.take_child_fds();
-    // On failure libcontainer removes what it created (its state, the cgroup).
-    let outcome = pods.helpers.run(op, child_fds).await?;
-    let pid = outcome.pid.ok_or_else(|| AgentError::Helper {
-        op: "create",
-        message: "no pid reported".into(),
-    })?;
-    let exited = pods.reaper.watch(pid, outcome.started);
-    let stdio = match finish.finish().await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = pods.helpers.run(Op::Delete { id: id.clone() }, None).await;
-            return Err(e);
-        }
-    };
-
     let cgroup_dir = cgroups.path(&cgroup);
     let oom_baseline = oom_kills(&cgroup_dir);
     let ctx = ExitContext {
@@ -87,7 +70,16 @@ pub async fn create(pods: &Arc<Pods>, req: CreateContainerRequest) -> Result<Arc
         cgroup_dir: cgroup_dir.clone(),
         oom_baseline,
     };
-    let init = Process::track(pods, pid, stdio, exited, ctx);
+    // On a helper failure libcontainer removes what it created (its state, the cgroup).
+    let init = match launch(pods, op, pending, ctx).await {
+        Ok(init) => init,
+        Err(LaunchError::NotCreated(e)) => return Err(e),
+        Err(LaunchError::Killed(e)) => {
+            let _ = pods.helpers.run(Op::Delete { id: id.clone() }, None).await;
+            return Err(e);
+        }
+    };
+    let pid = init.pid;
     let oom_watch = {
         let (pods, id) = (pods.clone(), id.clone());
         oom::watch(&cgroup_dir, oom_baseline, move |oom_kills| {

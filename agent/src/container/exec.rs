@@ -1,6 +1,6 @@
 //! ExecProcess: another process in a running container.
 
-use super::process::{ExitContext, Process};
+use super::process::{launch, ExitContext, Process};
 use super::stdio::Pending;
 use super::{spec, Container, Status};
 use crate::cgroups::stats::oom_kills;
@@ -35,32 +35,6 @@ pub async fn exec(
     if container.process(&req.exec_id).is_ok() {
         return Err(AgentError::exists("exec", &req.exec_id));
     }
-    let path = container.dir.join(format!("exec-{}.json", req.exec_id));
-    let json = serde_json::to_vec(&process).map_err(|e| AgentError::invalid("process", e))?;
-    std::fs::write(&path, json).map_err(|e| AgentError::io("write process.json", e))?;
-
-    let pending = Pending::new(pods, given.terminal, given.stdin, size)?;
-    let op = Op::Exec {
-        id: container.id.clone(),
-        process: path.clone(),
-        console_socket: pending.console_path(),
-    };
-    let (child_fds, finish) = pending.take_child_fds();
-    let outcome = pods.helpers.run(op, child_fds).await;
-    let _ = std::fs::remove_file(&path);
-    let outcome = outcome?;
-    let pid = outcome.pid.ok_or_else(|| AgentError::Helper {
-        op: "exec",
-        message: "no pid reported".into(),
-    })?;
-    let exited = pods.reaper.watch(pid, outcome.started);
-    let stdio = match finish.finish().await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            return Err(e);
-        }
-    };
     let cgroup_dir = pods.cgroups()?.path(&container.cgroup);
     let ctx = ExitContext {
         container_id: container.id.clone(),
@@ -68,7 +42,19 @@ pub async fn exec(
         oom_baseline: oom_kills(&cgroup_dir),
         cgroup_dir,
     };
-    let proc = Process::track(pods, pid, stdio, exited, ctx);
+    let pending = Pending::new(pods, given.terminal, given.stdin, size)?;
+    let path = container.dir.join(format!("exec-{}.json", req.exec_id));
+    let json = serde_json::to_vec(&process).map_err(|e| AgentError::invalid("process", e))?;
+    std::fs::write(&path, json).map_err(|e| AgentError::io("write process.json", e))?;
+    let op = Op::Exec {
+        id: container.id.clone(),
+        process: path.clone(),
+        console_socket: pending.console_path(),
+    };
+    let launched = launch(pods, op, pending, ctx).await;
+    let _ = std::fs::remove_file(&path);
+    let proc = launched?;
+    let pid = proc.pid;
     container
         .execs
         .lock()

@@ -1,7 +1,10 @@
 //! A process the agent started in a container (its init or an exec): its stdio and its
 //! exit, learnt from the reaper.
 
+use super::stdio::Pending;
 use crate::cgroups::stats::oom_kills;
+use crate::error::AgentError;
+use crate::helper::Op;
 use crate::init::reaper::ExitStatus;
 use crate::io::tty::Tty;
 use crate::io::{Output, Stdin};
@@ -38,6 +41,57 @@ pub struct ExitContext {
     pub exec_id: String,
     pub cgroup_dir: PathBuf,
     pub oom_baseline: u64,
+}
+
+/// How a [`launch`] failed.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// The helper made no process (libcontainer removed what it had created).
+    NotCreated(AgentError),
+    /// The process was made but its stdio could not be finished; it was killed, and
+    /// what the helper created may need removing.
+    Killed(AgentError),
+}
+
+impl From<LaunchError> for AgentError {
+    fn from(e: LaunchError) -> Self {
+        match e {
+            LaunchError::NotCreated(e) | LaunchError::Killed(e) => e,
+        }
+    }
+}
+
+/// The tail that creating a container and exec share: runs `op` (create or exec)
+/// through a helper with `pending`'s stdio, watches the pid the helper reports,
+/// finishes the stdio (killing the process if that fails) and tracks the process.
+pub async fn launch(
+    pods: &Arc<Pods>,
+    op: Op,
+    pending: Pending,
+    ctx: ExitContext,
+) -> Result<Arc<Process>, LaunchError> {
+    let name = op.name();
+    let (child_fds, finish) = pending.take_child_fds();
+    let outcome = pods
+        .helpers
+        .run(op, child_fds)
+        .await
+        .map_err(LaunchError::NotCreated)?;
+    let pid = outcome.pid.ok_or_else(|| {
+        LaunchError::NotCreated(AgentError::Helper {
+            op: name,
+            message: "no pid reported".into(),
+        })
+    })?;
+    let exited = pods.reaper.watch(pid, outcome.started);
+    let stdio = match finish.finish().await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            return Err(LaunchError::Killed(e));
+        }
+    };
+    Ok(Process::track(pods, pid, stdio, exited, ctx))
 }
 
 impl Process {

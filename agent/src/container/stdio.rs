@@ -5,7 +5,7 @@ use crate::error::{AgentError, Result};
 use crate::io::tty::{ConsoleSocket, Tty, TtySource};
 use crate::io::{Output, Stdin};
 use crate::pods::Pods;
-use nix::fcntl::OFlag;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::pipe2;
 use std::os::fd::OwnedFd;
 use tokio::net::unix::pipe;
@@ -111,7 +111,13 @@ impl Finish {
     }
 }
 
+/// Kernel buffer asked for an output pipe (default 64 KiB): a writer blocks, and the
+/// pump wakes, less often. Kernel memory, outside the agent's per-stream buffer.
+const OUTPUT_PIPE_SIZE: i32 = 256 * 1024;
+
 fn output_pipe() -> std::io::Result<(pipe::Receiver, OwnedFd)> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
+    // Best effort: refused past the user's pipe limits, and then the default stays.
+    let _ = fcntl(&r, FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE));
     Ok((pipe::Receiver::from_owned_fd(r)?, w))
 }

@@ -10,11 +10,17 @@
 //!
 //! Descriptors: 0 = the request (JSON), 1 = the reply line, 2 = the agent's stderr
 //! (logs); for a process without a terminal, 3/4/5 = its stdin/stdout/stderr.
+//!
+//! The agent normally starts one helper *server* (`serve.rs`) and has it fork a child
+//! per operation, which then runs exactly as a one-shot helper (same descriptors): no
+//! fork of the multi-threaded agent and no exec per operation. Should the server be
+//! unusable, the agent falls back to a one-shot helper.
 
 mod create;
 mod exec;
 mod pause;
 pub mod run;
+mod serve;
 mod view;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +30,10 @@ use std::process::ExitCode;
 
 /// argv[1] that selects the helper.
 pub const HELPER_ARG: &str = "__helper";
+
+/// argv[2] that makes the helper a server forking one child per request
+/// (see `serve.rs`).
+pub const SERVE_ARG: &str = "serve";
 
 /// Descriptors of the container process's stdio in the helper.
 pub const STDIO_FDS: [i32; 3] = [3, 4, 5];
@@ -63,6 +73,19 @@ pub enum Op {
     Pause(PauseSpec),
 }
 
+impl Op {
+    /// The operation's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Create { .. } => "create",
+            Op::Start { .. } => "start",
+            Op::Exec { .. } => "exec",
+            Op::Delete { .. } => "delete",
+            Op::Pause(_) => "pause",
+        }
+    }
+}
+
 /// The pause process: holder of a pod's shared namespaces.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,7 +110,25 @@ pub struct Reply {
 /// Entry point of the re-executed agent. Must run before any thread is started.
 pub fn main() -> ExitCode {
     crate::sys::default_sigpipe();
-    let reply = match read_request() {
+    if std::env::args().nth(2).as_deref() == Some(SERVE_ARG) {
+        return serve::serve();
+    }
+    let reply = respond(read_request());
+    let ok = reply.error.is_none();
+    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&line).and_then(|()| out.flush());
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Carries out a request (or reports why it could not be read).
+fn respond(request: Result<Request, String>) -> Reply {
+    match request {
         Ok(req) => match execute(&req) {
             Ok(pid) => Reply { pid, error: None },
             Err(e) => Reply {
@@ -99,16 +140,6 @@ pub fn main() -> ExitCode {
             pid: None,
             error: Some(format!("bad request: {e}")),
         },
-    };
-    let ok = reply.error.is_none();
-    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
-    line.push(b'\n');
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(&line).and_then(|()| out.flush());
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }
 

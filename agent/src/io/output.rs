@@ -9,8 +9,13 @@ use tokio::sync::Notify;
 
 /// Most bytes buffered per stream before the agent stops reading the pipe.
 pub const BUFFER_LIMIT: usize = 1024 * 1024;
-/// Largest chunk read from the pipe and sent to a reader.
-pub const CHUNK: usize = 32 * 1024;
+/// Largest single read from the pipe (the buffer may exceed [`BUFFER_LIMIT`] by at
+/// most this much).
+pub const CHUNK: usize = 128 * 1024;
+/// Largest message handed to a reader: chunks buffered while the reader was busy are
+/// joined up to this size, so a writer's small writes do not each become a gRPC
+/// message. Far below the clients' 4 MiB message limit.
+pub const MESSAGE: usize = 256 * 1024;
 
 #[derive(Debug, Default)]
 struct State {
@@ -65,6 +70,8 @@ impl Output {
                     out.data.notify_waiters();
                     return;
                 }
+                // A copy of just the bytes read: a chunk holds no more memory than
+                // it counts against the limit.
                 out.push(buf[..n].to_vec());
             }
         });
@@ -89,7 +96,8 @@ impl Output {
         }
     }
 
-    /// The next buffered chunk, waiting for one; `None` once the stream ended and
+    /// The next bytes buffered, waiting for some: the buffered chunks in order, joined
+    /// up to [`MESSAGE`] bytes (a longer chunk alone); `None` once the stream ended and
     /// everything was read.
     pub async fn next_chunk(&self) -> Option<Vec<u8>> {
         loop {
@@ -97,11 +105,21 @@ impl Output {
             notified.as_mut().enable();
             {
                 let mut s = self.lock();
-                if let Some(chunk) = s.chunks.pop_front() {
-                    s.len -= chunk.len();
+                if let Some(first) = s.chunks.pop_front() {
+                    let mut total = first.len();
+                    let mut more = Vec::new();
+                    while let Some(next) = s.chunks.front() {
+                        if total + next.len() > MESSAGE {
+                            break;
+                        }
+                        total += next.len();
+                        more.extend(s.chunks.pop_front());
+                    }
+                    s.len -= total;
                     drop(s);
                     self.space.notify_waiters();
-                    return Some(chunk);
+                    // Joined outside the lock: the pump keeps reading meanwhile.
+                    return Some(join(first, more, total));
                 }
                 if s.eof {
                     return None;
@@ -127,6 +145,19 @@ impl Output {
             Some((chunk, guard))
         }))
     }
+}
+
+/// `first` followed by `more`, `total` bytes in all.
+fn join(first: Vec<u8>, more: Vec<Vec<u8>>, total: usize) -> Vec<u8> {
+    if more.is_empty() {
+        return first;
+    }
+    let mut out = first;
+    out.reserve_exact(total - out.len());
+    for chunk in more {
+        out.extend_from_slice(&chunk);
+    }
+    out
 }
 
 /// Lets the next reader in when the current one's stream is dropped.
@@ -191,5 +222,25 @@ mod tests {
         drop(tx);
         let rest: Vec<u8> = out.reader().unwrap().concat().await;
         assert_eq!(rest, b"world");
+    }
+
+    #[tokio::test]
+    async fn small_writes_are_joined_up_to_a_message() {
+        let (mut tx, rx) = pipe();
+        let out = Output::new();
+        out.pump(rx);
+        let piece = vec![7u8; 4096];
+        let pieces = 2 * MESSAGE / piece.len();
+        for _ in 0..pieces {
+            tx.write_all(&piece).await.unwrap();
+            // One read per write: let the pump take each piece on its own.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        drop(tx);
+        let messages: Vec<Vec<u8>> = out.reader().unwrap().collect().await;
+        assert!(messages.iter().all(|m| m.len() <= MESSAGE));
+        assert!(messages.len() < pieces, "{} messages", messages.len());
+        let total: usize = messages.iter().map(Vec::len).sum();
+        assert_eq!(total, pieces * piece.len());
     }
 }

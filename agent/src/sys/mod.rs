@@ -83,3 +83,35 @@ pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd>
     // no other object of this process.
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
+
+/// Duplicates `fd` onto descriptor number `target`, without close-on-exec, closing
+/// whatever `target` was. For the helper server and its children, where the fixed
+/// numbers 0–5 are owned by no object of the process.
+pub fn dup_onto(fd: &impl std::os::fd::AsFd, target: std::os::fd::RawFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2 touches no memory; by this function's contract no object of this
+    // process owns `target`, so closing it there breaks no ownership.
+    let rc = unsafe { libc::dup2(fd.as_fd().as_raw_fd(), target) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A close-on-exec duplicate, numbered `min` or above, of descriptor `fd` inherited
+/// from the parent (which must be open).
+pub fn dup_inherited_high(
+    fd: std::os::fd::RawFd,
+    min: std::os::fd::RawFd,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC only reads `fd` (failing with EBADF if it is not open)
+    // and creates a new descriptor.
+    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if high < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `high` was just created and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(high) })
+}
