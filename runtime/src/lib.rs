@@ -13,5 +13,6 @@ pub mod daemon;
 pub mod guest_image;
 pub mod oci;
 pub mod pod_vm;
+pub mod procs;
 pub mod run_container;
 pub mod shared_fs;

@@ -65,13 +65,20 @@ impl Daemon {
         let id = ids::new_id();
         let (image, image_rootfs) = self.images.acquire(&image_name, &id)?;
         let made = self
-            .make_container(&pod, &id, &config, &image, &image_rootfs, &log_path, client)
+            .make_container(
+                &pod,
+                &id,
+                &config,
+                &image,
+                &image_rootfs,
+                &log_path,
+                client.clone(),
+            )
             .await;
         let pid = match made {
             Ok(pid) => pid,
             Err(e) => {
-                let _ = pod.share.release_container(&id);
-                self.images.release(&id);
+                self.undo_create(&pod, &id, None).await;
                 return Err(e);
             }
         };
@@ -96,7 +103,11 @@ impl Daemon {
             log_path,
             pid,
         };
-        self.records.save_container(&record)?;
+        if let Err(e) = self.records.save_container(&record) {
+            // Unrecorded, the container would be unknown to a restarted daemon.
+            self.undo_create(&pod, &id, Some(&client)).await;
+            return Err(e);
+        }
         let c = Arc::new(Container::new(record));
         lock(&self.containers).insert(id.clone(), c.clone());
         self.emit(event(
@@ -105,6 +116,29 @@ impl Daemon {
             &rec,
         ));
         Ok(id)
+    }
+
+    /// Takes back what a failed CreateContainer made: the container in the guest (when
+    /// the agent made it), its host binds, its image reference.
+    async fn undo_create(
+        &self,
+        pod: &Pod,
+        id: &str,
+        made_in: Option<&crate::agent_client::AgentClient>,
+    ) {
+        if let Some(client) = made_in {
+            let req = cocoon_proto::agent::v1::RemoveContainerRequest {
+                container_id: id.to_string(),
+                force: true,
+            };
+            if let Err(s) = client.containers.clone().remove_container(req).await {
+                tracing::warn!(container = %id, status = %s, "could not remove a half-created container");
+            }
+        }
+        if let Err(e) = pod.share.release_container(id) {
+            tracing::warn!(container = %id, error = %e, "could not release a half-created container's mounts");
+        }
+        self.images.release(id);
     }
 
     #[allow(clippy::too_many_arguments)]

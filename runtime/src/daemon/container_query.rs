@@ -2,12 +2,12 @@
 
 use super::error::{agent, Result};
 use super::records::{ContainerRecord, ContainerState};
-use super::{now_ns, Container, Daemon};
+use super::{labels_match, now_ns, Container, Daemon};
 use cocoon_proto::agent::v1::StatsContainerRequest;
 use k8s_cri::v1::{
     Container as CriContainer, ContainerAttributes, ContainerFilter, ContainerState as CriState,
     ContainerStats, ContainerStatsFilter, ContainerStatus, ContainerStatusResponse, CpuUsage,
-    ImageSpec, MemoryUsage, Mount, UInt64Value,
+    ImageSpec, MemoryUsage, UInt64Value,
 };
 use std::collections::HashMap;
 
@@ -43,12 +43,7 @@ pub fn cri_status(r: &ContainerRecord) -> ContainerStatus {
         message: r.message.clone(),
         labels: r.config.labels.clone(),
         annotations: r.config.annotations.clone(),
-        mounts: r
-            .config
-            .mounts
-            .iter()
-            .map(|m| Mount { ..m.clone() })
-            .collect(),
+        mounts: r.config.mounts.clone(),
         log_path: r.log_path.to_string_lossy().into_owned(),
         resources: r
             .config
@@ -81,10 +76,6 @@ pub fn cri_stats(
         ..Default::default()
     });
     (cpu, mem)
-}
-
-fn labels_match(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 impl Daemon {

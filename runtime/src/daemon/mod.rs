@@ -41,6 +41,14 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// CRI label selectors: every selector pair must be among the labels.
+fn labels_match(
+    selector: &std::collections::HashMap<String, String>,
+    labels: &std::collections::HashMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -3,7 +3,7 @@
 use super::container_query::{cri_stats, cri_status};
 use super::error::Result;
 use super::records::{PodRecord, PodState};
-use super::{now_ns, Daemon};
+use super::{labels_match, now_ns, Daemon};
 use k8s_cri::v1::{
     LinuxPodSandboxStats, PodSandbox, PodSandboxAttributes, PodSandboxFilter, PodSandboxState,
     PodSandboxStats, PodSandboxStatsFilter, PodSandboxStatus, PodSandboxStatusResponse,
@@ -29,10 +29,6 @@ pub fn cri_pod_status(r: &PodRecord) -> PodSandboxStatus {
         annotations: r.config.annotations.clone(),
         runtime_handler: r.runtime_handler.clone(),
     }
-}
-
-fn labels_match(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 impl Daemon {

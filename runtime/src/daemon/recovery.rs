@@ -118,33 +118,14 @@ fn clean_orphans(state_dir: &Path, pods: &HashSet<String>, live_run_dirs: &HashS
             if live_run_dirs.contains(&dir) {
                 continue;
             }
-            for pid in processes_mentioning(&dir) {
+            for (pid, _) in crate::procs::processes_mentioning(&dir) {
                 tracing::warn!(pid, dir = %dir.display(), "killing a VM process no pod owns");
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
+                    nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
-}
-
-/// Pids whose command line mentions `dir` (a VM's processes name their run dir).
-fn processes_mentioning(dir: &Path) -> Vec<i32> {
-    let needle = dir.to_string_lossy().into_owned();
-    let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
