@@ -8,14 +8,14 @@ use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{VIRTIO_IRQ_BASE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
-use crate::config::{SerialOutput, VmConfig, VsockSpec};
+use crate::config::{DriveSpec, SerialOutput, VmConfig, VsockSpec};
 use crate::devices::legacy::debug_exit::DEBUG_EXIT_PORT;
 use crate::devices::legacy::i8042::{I8042_PORT_BASE, I8042_PORT_LEN};
 use crate::devices::legacy::serial::{COM1_GSI, COM1_PORT, COM1_PORT_LEN};
 use crate::devices::legacy::{DebugExit, Serial, I8042};
 use crate::devices::thread::DeviceThread;
 use crate::devices::virtio::mmio::MmioMetrics;
-use crate::devices::virtio::{MmioTransport, Rng, VirtioDevice, VirtioInterrupt, Vsock};
+use crate::devices::virtio::{Block, MmioTransport, Rng, VirtioDevice, VirtioInterrupt, Vsock};
 use crate::devices::Bus;
 use crate::exit::ExitLatch;
 use crate::metrics::DeviceMetrics;
@@ -35,12 +35,14 @@ pub struct Devices {
 enum Virtio<'a> {
     Entropy,
     Vsock(&'a VsockSpec),
+    Drive(&'a DriveSpec),
 }
 
 fn virtio_devices(config: &VmConfig) -> Vec<Virtio<'_>> {
     let entropy = config.entropy.then_some(Virtio::Entropy);
     let vsock = config.vsock.as_ref().map(Virtio::Vsock);
-    entropy.into_iter().chain(vsock).collect()
+    let drives = config.drives.iter().map(Virtio::Drive);
+    entropy.into_iter().chain(vsock).chain(drives).collect()
 }
 
 /// The kernel command line parts announcing the virtio devices `config` asks for
@@ -110,6 +112,17 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
                     device,
                 });
             }
+            Virtio::Drive(spec) => {
+                let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+                register_queue_notify(vm, &kick, slot);
+                let (block, thread) = Block::new(spec, kick)?;
+                devices.threads.push(thread);
+                let device = block.metrics();
+                let transport = add_virtio(&mut devices, vm, slot, Box::new(block))?;
+                devices
+                    .metrics
+                    .push(DeviceMetrics::Block { transport, device });
+            }
         }
     }
     Ok(devices)
@@ -175,6 +188,7 @@ fn serial_output(out: &SerialOutput) -> Result<Box<dyn Write + Send>, Error> {
 mod tests {
     use super::*;
     use crate::boot::BootSource;
+    use std::path::PathBuf;
 
     #[test]
     fn virtio_devices_are_announced_in_slot_order() {
@@ -200,5 +214,24 @@ mod tests {
             ]
         );
         assert!(matches!(virtio_devices(&config)[1], Virtio::Vsock(_)));
+        config.drives = vec![
+            DriveSpec {
+                path: "/a.img".into(),
+                read_only: false,
+                id: None,
+            },
+            DriveSpec {
+                path: "/b.img".into(),
+                read_only: true,
+                id: None,
+            },
+        ];
+        let cmdline = virtio_cmdline(&config);
+        assert_eq!(cmdline.len(), 4);
+        assert_eq!(cmdline[3], "virtio_mmio.device=4K@0xd0003000:8");
+        match &virtio_devices(&config)[3] {
+            Virtio::Drive(spec) => assert_eq!(spec.path, PathBuf::from("/b.img")),
+            _ => panic!("drives come after entropy and vsock"),
+        }
     }
 }

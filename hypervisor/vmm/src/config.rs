@@ -32,6 +32,44 @@ pub struct VsockSpec {
     pub uds_path: PathBuf,
 }
 
+/// A virtio-blk drive: a raw disk image on the host (a regular file or a block
+/// device), locked while the VM runs — exclusively, or shared when read-only — so two
+/// VMs never write one disk.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveSpec {
+    pub path: PathBuf,
+    /// Offers the disk read-only (`VIRTIO_BLK_F_RO`); the guest's writes fail.
+    #[serde(default)]
+    pub read_only: bool,
+    /// The serial the guest reads (`VIRTIO_BLK_T_GET_ID`): 1 to [`DRIVE_ID_MAX`]
+    /// printable ASCII characters. Unset: derived from the file's device and inode.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// Longest drive serial (`VIRTIO_BLK_ID_BYTES`).
+pub const DRIVE_ID_MAX: usize = 20;
+
+impl DriveSpec {
+    /// Checks the fields of `drives[index]`.
+    pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
+        if self.path.as_os_str().is_empty() {
+            return Err(ConfigError::DrivePath { index });
+        }
+        if let Some(id) = &self.id {
+            let printable = id.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+            if id.is_empty() || id.len() > DRIVE_ID_MAX || !printable {
+                return Err(ConfigError::DriveId {
+                    index,
+                    id: id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
@@ -46,6 +84,8 @@ pub struct VmConfig {
     pub entropy: bool,
     /// Adds a virtio-vsock device.
     pub vsock: Option<VsockSpec>,
+    /// virtio-blk devices, in slot order after entropy and vsock.
+    pub drives: Vec<DriveSpec>,
 }
 
 impl VmConfig {
@@ -60,6 +100,7 @@ impl VmConfig {
             debug_exit: false,
             entropy: false,
             vsock: None,
+            drives: Vec::new(),
         }
     }
 
@@ -77,6 +118,9 @@ impl VmConfig {
         }
         if let Some(vsock) = &self.vsock {
             vsock.device_config().validate()?;
+        }
+        for (index, drive) in self.drives.iter().enumerate() {
+            drive.validate(index)?;
         }
         Ok(())
     }
@@ -100,6 +144,10 @@ pub enum ConfigError {
     EmptyCode,
     #[error("vsock")]
     Vsock(#[from] cocoon_vsock::ConfigError),
+    #[error("drives[{index}].path: empty")]
+    DrivePath { index: usize },
+    #[error("drives[{index}].id: {id:?} is not 1 to {DRIVE_ID_MAX} printable ASCII characters")]
+    DriveId { index: usize, id: String },
 }
 
 #[cfg(test)]
@@ -145,5 +193,53 @@ mod tests {
             bad.validate(),
             Err(ConfigError::Vsock(cocoon_vsock::ConfigError::GuestCid(2)))
         );
+    }
+
+    #[test]
+    fn drives_are_checked() {
+        let raw = BootSource::Raw {
+            code: vec![0x90],
+            load_addr: 0x1000,
+        };
+        let drive = DriveSpec {
+            path: "/var/lib/disk.img".into(),
+            read_only: false,
+            id: Some("x".repeat(DRIVE_ID_MAX)),
+        };
+        let mut config = VmConfig::new(raw);
+        config.drives = vec![drive.clone(), drive.clone()];
+        assert_eq!(config.validate(), Ok(()));
+        config.drives[1].path = PathBuf::new();
+        assert_eq!(config.validate(), Err(ConfigError::DrivePath { index: 1 }));
+        for bad in ["", "a\0b", "tab\tbed", "\u{e9}t\u{e9}"] {
+            config.drives[1] = DriveSpec {
+                id: Some(bad.into()),
+                ..drive.clone()
+            };
+            assert_eq!(
+                config.validate(),
+                Err(ConfigError::DriveId {
+                    index: 1,
+                    id: bad.into()
+                })
+            );
+        }
+        config.drives[1].id = Some("x".repeat(DRIVE_ID_MAX + 1));
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn drive_specs_read_from_json_with_defaults() {
+        let spec: DriveSpec = serde_json::from_str(r#"{"path": "/d.img"}"#).unwrap();
+        assert_eq!(
+            spec,
+            DriveSpec {
+                path: "/d.img".into(),
+                read_only: false,
+                id: None
+            }
+        );
+        let unknown = serde_json::from_str::<DriveSpec>(r#"{"path": "/d", "ro": true}"#);
+        assert!(unknown.is_err());
     }
 }

@@ -9,8 +9,11 @@
 //! - 124: `--timeout-s` ran out;
 //! - with `--debug-exit` (test guests): the byte the guest wrote to port 0x501.
 //!
-//! However the VM ends, the vCPU and device threads are stopped first and the vsock
-//! socket is removed; nothing is left behind but the serial log.
+//! However the VM ends, the vCPU and device threads are stopped first, the vsock
+//! socket is removed and the drives' locks are released; nothing is left behind but
+//! the serial log.
+
+mod cli_args;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use cocoon_vmm::{BootSource, SerialOutput, Stopper, VmConfig, VmExit, Vmm, VsockSpec};
+use cocoon_vmm::{BootSource, DriveSpec, SerialOutput, Stopper, VmConfig, VmExit, Vmm, VsockSpec};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -59,6 +62,12 @@ struct Args {
     /// The guest's vsock context id.
     #[arg(long, default_value_t = 3, requires = "vsock_uds")]
     guest_cid: u64,
+    /// Add a virtio-blk device backed by this raw image (a file or block device),
+    /// locked while the VM runs: `path=<file>[,read_only=on][,id=<serial>]`. The
+    /// serial (at most 20 characters) defaults to one derived from the file.
+    /// Repeatable; the guest sees the drives in this order.
+    #[arg(long = "drive", value_name = "path=FILE[,read_only=on][,id=SERIAL]", value_parser = cli_args::parse_drive)]
+    drives: Vec<DriveSpec>,
     /// Add the debug-exit port 0x501 (test guests): a write ends the VM with its byte
     /// as the exit status.
     #[arg(long)]
@@ -115,6 +124,7 @@ fn config(args: Args) -> VmConfig {
             guest_cid: args.guest_cid,
             uds_path,
         }),
+        drives: args.drives,
         boot: BootSource::Kernel {
             path: args.kernel,
             cmdline: args.cmdline,

@@ -2,6 +2,7 @@
 //! from the live atomics at any moment ([`MetricsSource::snapshot`]) as JSON. The
 //! `cocoon-vmm` binary writes them to `--metrics <path>` periodically and at the end.
 
+use crate::devices::virtio::block::BlockMetrics;
 use crate::devices::virtio::mmio::MmioMetrics;
 use crate::devices::virtio::rng::RngMetrics;
 use crate::devices::virtio::vsock::VsockGlueMetrics;
@@ -24,6 +25,10 @@ pub enum DeviceMetrics {
         transport: Arc<MmioMetrics>,
         glue: Arc<VsockGlueMetrics>,
         device: Arc<cocoon_vsock::Metrics>,
+    },
+    Block {
+        transport: Arc<MmioMetrics>,
+        device: Arc<BlockMetrics>,
     },
 }
 
@@ -114,6 +119,22 @@ impl MetricsSource {
                         "bad_descriptors": s.bad_descriptors,
                     })
                 }
+                DeviceMetrics::Block {
+                    transport: t,
+                    device,
+                } => json!({
+                    "type": "block",
+                    "transport": transport(t),
+                    "requests": n(&device.requests),
+                    "read_bytes": n(&device.read_bytes),
+                    "write_bytes": n(&device.write_bytes),
+                    "flushes": n(&device.flushes),
+                    "bad_requests": n(&device.bad_requests),
+                    "io_errors": n(&device.io_errors),
+                    "unsupported": n(&device.unsupported),
+                    "queue_errors": n(&device.queue_errors),
+                    "interrupt_errors": n(&device.interrupt_errors),
+                }),
             })
             .collect();
         let first_exit_us = self

@@ -117,6 +117,11 @@ impl Asm {
         self.emit(&[0x48, 0x0b]).abs(addr)
     }
 
+    /// `cmp rax, [addr]`
+    pub fn cmp64(&mut self, addr: u32) -> &mut Asm {
+        self.emit(&[0x48, 0x3b]).abs(addr)
+    }
+
     /// `cmp eax, imm32`
     pub fn cmp_eax(&mut self, v: u32) -> &mut Asm {
         self.emit(&[0x3d]).imm32(v)

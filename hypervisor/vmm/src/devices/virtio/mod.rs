@@ -6,6 +6,7 @@
 //! `GuestMemoryMmap`: on the notifying vCPU thread for the rng, on a device thread of
 //! its own (woken by an ioeventfd) for vsock.
 
+pub mod block;
 pub mod mmio;
 pub mod queue;
 pub mod rng;
@@ -25,6 +26,7 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+pub use block::Block;
 pub use mmio::MmioTransport;
 pub use rng::Rng;
 pub use vsock::Vsock;

@@ -1,0 +1,155 @@
+//! `key=value,…` option lists of the repeatable device flags (`--drive`), parsed by
+//! one small shared parser whose errors name the flag and the key.
+
+use cocoon_vmm::DriveSpec;
+
+/// A malformed option list.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CliError {
+    #[error("--{flag}: {item:?} is not key=value")]
+    NotKeyValue { flag: &'static str, item: String },
+    #[error("--{flag}: unknown key {key:?} (known: {known})")]
+    UnknownKey {
+        flag: &'static str,
+        key: String,
+        known: String,
+    },
+    #[error("--{flag}: {key} given twice")]
+    Duplicate { flag: &'static str, key: String },
+    #[error("--{flag}: {key}=… is required")]
+    Missing {
+        flag: &'static str,
+        key: &'static str,
+    },
+    #[error("--{flag}: {key}={value:?}: {why}")]
+    BadValue {
+        flag: &'static str,
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
+
+/// The pairs of one flag's value, each key at most once and known to the flag.
+pub struct KeyValues<'a> {
+    flag: &'static str,
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> KeyValues<'a> {
+    /// Splits `value` at commas into `key=value` pairs with keys from `known`.
+    pub fn parse(
+        flag: &'static str,
+        value: &'a str,
+        known: &[&str],
+    ) -> Result<KeyValues<'a>, CliError> {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for item in value.split(',') {
+            let Some((key, v)) = item.split_once('=') else {
+                return Err(CliError::NotKeyValue {
+                    flag,
+                    item: item.into(),
+                });
+            };
+            if !known.contains(&key) {
+                return Err(CliError::UnknownKey {
+                    flag,
+                    key: key.into(),
+                    known: known.join(", "),
+                });
+            }
+            if pairs.iter().any(|(k, _)| *k == key) {
+                return Err(CliError::Duplicate {
+                    flag,
+                    key: key.into(),
+                });
+            }
+            pairs.push((key, v));
+        }
+        Ok(KeyValues { flag, pairs })
+    }
+
+    /// The value of `key`, if given.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// The value of `key`, which must be given and not empty.
+    pub fn required(&self, key: &'static str) -> Result<&'a str, CliError> {
+        match self.get(key) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(CliError::Missing {
+                flag: self.flag,
+                key,
+            }),
+        }
+    }
+
+    /// `on`/`off` (or `true`/`false`) for `key`; `default` when not given.
+    pub fn switch(&self, key: &'static str, default: bool) -> Result<bool, CliError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some("on" | "true") => Ok(true),
+            Some("off" | "false") => Ok(false),
+            Some(other) => Err(CliError::BadValue {
+                flag: self.flag,
+                key,
+                value: other.into(),
+                why: "expected on or off",
+            }),
+        }
+    }
+}
+
+/// `--drive path=<file>[,read_only=on][,id=<serial>]`.
+pub fn parse_drive(value: &str) -> Result<DriveSpec, CliError> {
+    let kv = KeyValues::parse("drive", value, &["path", "read_only", "id"])?;
+    Ok(DriveSpec {
+        path: kv.required("path")?.into(),
+        read_only: kv.switch("read_only", false)?,
+        id: kv.get("id").map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drives_parse_with_defaults() {
+        assert_eq!(
+            parse_drive("path=/var/d.img").unwrap(),
+            DriveSpec {
+                path: "/var/d.img".into(),
+                read_only: false,
+                id: None
+            }
+        );
+        assert_eq!(
+            parse_drive("id=root,read_only=on,path=d.img").unwrap(),
+            DriveSpec {
+                path: "d.img".into(),
+                read_only: true,
+                id: Some("root".into())
+            }
+        );
+        assert!(!parse_drive("path=x,read_only=off").unwrap().read_only);
+    }
+
+    #[test]
+    fn errors_name_the_flag_and_key() {
+        let err = |s: &str| parse_drive(s).unwrap_err().to_string();
+        assert_eq!(err("read_only=on"), "--drive: path=… is required");
+        assert_eq!(err("path="), "--drive: path=… is required");
+        assert_eq!(
+            err("path=a,ro=on"),
+            "--drive: unknown key \"ro\" (known: path, read_only, id)"
+        );
+        assert_eq!(err("path=a,path=b"), "--drive: path given twice");
+        assert_eq!(err("path=a,,id=x"), "--drive: \"\" is not key=value");
+        assert_eq!(
+            err("path=a,read_only=yes"),
+            "--drive: read_only=\"yes\": expected on or off"
+        );
+    }
+}
