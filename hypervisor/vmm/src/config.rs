@@ -32,6 +32,34 @@ pub struct VsockSpec {
     pub uds_path: PathBuf,
 }
 
+/// A virtio-fs device whose file system a vhost-user backend (virtiofsd) serves on
+/// `socket_path`; the guest mounts it by `tag` (`mount -t virtiofs <tag> <dir>`).
+/// The backend must be listening by the time the VM is built (a few seconds of
+/// grace); guest memory is then shared with it (a memfd).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedFsSpec {
+    /// The backend's vhost-user unix socket.
+    pub socket_path: PathBuf,
+    /// 1..=36 bytes of UTF-8 without NUL.
+    pub tag: String,
+}
+
+impl SharedFsSpec {
+    /// Checks the tag (the socket is checked when the VM is built).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let field = |why| ConfigError::SharedFs {
+            tag: self.tag.clone(),
+            why,
+        };
+        crate::devices::virtio::fs::check_tag(&self.tag).map_err(field)?;
+        if self.socket_path.as_os_str().is_empty() {
+            return Err(field("socket_path is empty"));
+        }
+        Ok(())
+    }
+}
+
 /// What to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
@@ -46,6 +74,8 @@ pub struct VmConfig {
     pub entropy: bool,
     /// Adds a virtio-vsock device.
     pub vsock: Option<VsockSpec>,
+    /// Adds one virtio-fs device each (and shares guest memory with their backends).
+    pub shared_fs: Vec<SharedFsSpec>,
 }
 
 impl VmConfig {
@@ -60,6 +90,7 @@ impl VmConfig {
             debug_exit: false,
             entropy: false,
             vsock: None,
+            shared_fs: Vec::new(),
         }
     }
 
@@ -77,6 +108,15 @@ impl VmConfig {
         }
         if let Some(vsock) = &self.vsock {
             vsock.device_config().validate()?;
+        }
+        for (i, fs) in self.shared_fs.iter().enumerate() {
+            fs.validate()?;
+            if self.shared_fs[..i].iter().any(|other| other.tag == fs.tag) {
+                return Err(ConfigError::SharedFs {
+                    tag: fs.tag.clone(),
+                    why: "the tag is used twice",
+                });
+            }
         }
         Ok(())
     }
@@ -100,6 +140,8 @@ pub enum ConfigError {
     EmptyCode,
     #[error("vsock")]
     Vsock(#[from] cocoon_vsock::ConfigError),
+    #[error("shared_fs {tag:?}: {why}")]
+    SharedFs { tag: String, why: &'static str },
 }
 
 #[cfg(test)]
@@ -145,5 +187,47 @@ mod tests {
             bad.validate(),
             Err(ConfigError::Vsock(cocoon_vsock::ConfigError::GuestCid(2)))
         );
+    }
+
+    #[test]
+    fn shared_fs_tags_are_checked() {
+        let raw = BootSource::Raw {
+            code: vec![0x90],
+            load_addr: 0x1000,
+        };
+        let fs = |tag: &str| SharedFsSpec {
+            socket_path: "/run/fs.sock".into(),
+            tag: tag.into(),
+        };
+        let mut config = VmConfig::new(raw);
+        config.shared_fs = vec![fs("rootfs"), fs(&"x".repeat(36))];
+        assert_eq!(config.validate(), Ok(()));
+        for bad in ["", "a\0b", &"x".repeat(37)] {
+            config.shared_fs = vec![fs(bad)];
+            assert!(
+                matches!(config.validate(), Err(ConfigError::SharedFs { ref tag, .. }) if tag == bad),
+                "{bad:?}"
+            );
+        }
+        config.shared_fs = vec![fs("rootfs"), fs("rootfs")];
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::SharedFs {
+                tag: "rootfs".into(),
+                why: "the tag is used twice"
+            })
+        );
+        config.shared_fs = vec![SharedFsSpec {
+            socket_path: "".into(),
+            tag: "t".into(),
+        }];
+        assert!(config.validate().is_err());
+        let parsed: SharedFsSpec =
+            serde_json::from_str(r#"{"socket_path": "/run/fs.sock", "tag": "rootfs"}"#).unwrap();
+        assert_eq!(parsed, fs("rootfs"));
+        assert!(serde_json::from_str::<SharedFsSpec>(
+            r#"{"socket_path": "/s", "tag": "t", "cache": "auto"}"#
+        )
+        .is_err());
     }
 }

@@ -9,8 +9,11 @@
 //! - 124: `--timeout-s` ran out;
 //! - with `--debug-exit` (test guests): the byte the guest wrote to port 0x501.
 //!
-//! However the VM ends, the vCPU and device threads are stopped first and the vsock
-//! socket is removed; nothing is left behind but the serial log.
+//! However the VM ends, the vCPU and device threads are stopped first, the vsock
+//! socket is removed and virtio-fs backends are hung up on; nothing is left behind
+//! but the serial log.
+
+mod cli_args;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -21,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use cocoon_vmm::{BootSource, SerialOutput, Stopper, VmConfig, VmExit, Vmm, VsockSpec};
+use cocoon_vmm::{
+    BootSource, SerialOutput, SharedFsSpec, Stopper, VmConfig, VmExit, Vmm, VsockSpec,
+};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -59,6 +64,13 @@ struct Args {
     /// The guest's vsock context id.
     #[arg(long, default_value_t = 3, requires = "vsock_uds")]
     guest_cid: u64,
+    /// Add a virtio-fs device (repeatable): `socket=<path>,tag=<tag>`. A vhost-user
+    /// file system backend (virtiofsd) must be listening on the unix socket `socket`
+    /// (or start listening within a few seconds); the guest mounts the file system
+    /// with `mount -t virtiofs <tag> <dir>` (tag: 1 to 36 bytes). Guest memory is then
+    /// a shared memfd the backend maps. The connection is closed when the VM ends.
+    #[arg(long = "shared-fs", value_name = "socket=PATH,tag=TAG", value_parser = cli_args::shared_fs)]
+    shared_fs: Vec<SharedFsSpec>,
     /// Add the debug-exit port 0x501 (test guests): a write ends the VM with its byte
     /// as the exit status.
     #[arg(long)]
@@ -115,6 +127,7 @@ fn config(args: Args) -> VmConfig {
             guest_cid: args.guest_cid,
             uds_path,
         }),
+        shared_fs: args.shared_fs,
         boot: BootSource::Kernel {
             path: args.kernel,
             cmdline: args.cmdline,

@@ -2,6 +2,7 @@
 //! from the live atomics at any moment ([`MetricsSource::snapshot`]) as JSON. The
 //! `cocoon-vmm` binary writes them to `--metrics <path>` periodically and at the end.
 
+use crate::devices::virtio::fs::FsMetrics;
 use crate::devices::virtio::mmio::MmioMetrics;
 use crate::devices::virtio::rng::RngMetrics;
 use crate::devices::virtio::vsock::VsockGlueMetrics;
@@ -24,6 +25,10 @@ pub enum DeviceMetrics {
         transport: Arc<MmioMetrics>,
         glue: Arc<VsockGlueMetrics>,
         device: Arc<cocoon_vsock::Metrics>,
+    },
+    Fs {
+        transport: Arc<MmioMetrics>,
+        device: Arc<FsMetrics>,
     },
 }
 
@@ -114,6 +119,18 @@ impl MetricsSource {
                         "bad_descriptors": s.bad_descriptors,
                     })
                 }
+                DeviceMetrics::Fs {
+                    transport: t,
+                    device,
+                } => json!({
+                    "type": "fs",
+                    "transport": transport(t),
+                    "activations": n(&device.activations),
+                    "resets": n(&device.resets),
+                    "backend_errors": n(&device.backend_errors),
+                    "interrupts": n(&device.interrupts),
+                    "interrupt_errors": n(&device.interrupt_errors),
+                }),
             })
             .collect();
         let first_exit_us = self
