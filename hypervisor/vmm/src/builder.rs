@@ -8,14 +8,17 @@ use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{VIRTIO_IRQ_BASE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
-use crate::config::{DriveSpec, SerialOutput, VmConfig, VsockSpec};
+use crate::config::{DriveSpec, SerialOutput, SharedFsSpec, VmConfig, VsockSpec};
 use crate::devices::legacy::debug_exit::DEBUG_EXIT_PORT;
 use crate::devices::legacy::i8042::{I8042_PORT_BASE, I8042_PORT_LEN};
 use crate::devices::legacy::serial::{COM1_GSI, COM1_PORT, COM1_PORT_LEN};
 use crate::devices::legacy::{DebugExit, Serial, I8042};
 use crate::devices::thread::DeviceThread;
+use crate::devices::virtio::fs::NUM_QUEUES as FS_QUEUES;
 use crate::devices::virtio::mmio::MmioMetrics;
-use crate::devices::virtio::{Block, MmioTransport, Rng, VirtioDevice, VirtioInterrupt, Vsock};
+use crate::devices::virtio::{
+    Block, MmioTransport, Rng, VirtioDevice, VirtioFs, VirtioInterrupt, Vsock,
+};
 use crate::devices::Bus;
 use crate::exit::ExitLatch;
 use crate::metrics::DeviceMetrics;
@@ -36,13 +39,20 @@ enum Virtio<'a> {
     Entropy,
     Vsock(&'a VsockSpec),
     Drive(&'a DriveSpec),
+    SharedFs(&'a SharedFsSpec),
 }
 
 fn virtio_devices(config: &VmConfig) -> Vec<Virtio<'_>> {
     let entropy = config.entropy.then_some(Virtio::Entropy);
     let vsock = config.vsock.as_ref().map(Virtio::Vsock);
     let drives = config.drives.iter().map(Virtio::Drive);
-    entropy.into_iter().chain(vsock).chain(drives).collect()
+    let shared_fs = config.shared_fs.iter().map(Virtio::SharedFs);
+    entropy
+        .into_iter()
+        .chain(vsock)
+        .chain(drives)
+        .chain(shared_fs)
+        .collect()
 }
 
 /// The kernel command line parts announcing the virtio devices `config` asks for
@@ -123,6 +133,20 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
                     .metrics
                     .push(DeviceMetrics::Block { transport, device });
             }
+            Virtio::SharedFs(spec) => {
+                let new_kick = || EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd);
+                let kicks: [EventFd; FS_QUEUES] = [new_kick()?, new_kick()?];
+                for (index, kick) in kicks.iter().enumerate() {
+                    register_queue_notify_datamatch(vm, kick, slot, index as u32);
+                }
+                let (fs, thread) = VirtioFs::new(spec, kicks)?;
+                devices.threads.push(thread);
+                let device = fs.metrics();
+                let transport = add_virtio(&mut devices, vm, slot, Box::new(fs))?;
+                devices
+                    .metrics
+                    .push(DeviceMetrics::Fs { transport, device });
+            }
         }
     }
     Ok(devices)
@@ -144,6 +168,16 @@ fn register_queue_notify(vm: &Vm, kick: &EventFd, slot: u32) {
     let addr = base + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY);
     if let Err(error) = vm.register_ioevent(kick, addr) {
         tracing::warn!(%error, "no ioeventfd: queue notifications will exit to the VMM");
+    }
+}
+
+/// Has KVM signal `kick` on writes of `queue` to slot `slot`'s QueueNotify register
+/// (one eventfd per queue). Where KVM refuses, the write exits to the transport.
+fn register_queue_notify_datamatch(vm: &Vm, kick: &EventFd, slot: u32, queue: u32) {
+    let (base, _) = slot_place(slot);
+    let addr = base + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY);
+    if let Err(error) = vm.register_ioevent_datamatch(kick, addr, queue) {
+        tracing::warn!(%error, queue, "no ioeventfd: queue notifications will exit to the VMM");
     }
 }
 
@@ -233,5 +267,14 @@ mod tests {
             Virtio::Drive(spec) => assert_eq!(spec.path, PathBuf::from("/b.img")),
             _ => panic!("drives come after entropy and vsock"),
         }
+        config.shared_fs = vec![SharedFsSpec {
+            socket_path: "/tmp/fs.sock".into(),
+            tag: "rootfs".into(),
+        }];
+        assert_eq!(
+            virtio_cmdline(&config)[4],
+            "virtio_mmio.device=4K@0xd0004000:9"
+        );
+        assert!(matches!(virtio_devices(&config)[4], Virtio::SharedFs(_)));
     }
 }

@@ -1,7 +1,8 @@
-//! `key=value,…` option lists of the repeatable device flags (`--drive`), parsed by
+//! `key=value,…` option lists of the repeatable device flags (`--drive`,
+//! `--shared-fs`), parsed by
 //! one small shared parser whose errors name the flag and the key.
 
-use cocoon_vmm::DriveSpec;
+use cocoon_vmm::{DriveSpec, SharedFsSpec};
 
 /// A malformed option list.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub enum CliError {
         flag: &'static str,
         key: &'static str,
         value: String,
-        why: &'static str,
+        why: String,
     },
 }
 
@@ -95,7 +96,7 @@ impl<'a> KeyValues<'a> {
                 flag: self.flag,
                 key,
                 value: other.into(),
-                why: "expected on or off",
+                why: "expected on or off".into(),
             }),
         }
     }
@@ -111,9 +112,55 @@ pub fn parse_drive(value: &str) -> Result<DriveSpec, CliError> {
     })
 }
 
+/// `--shared-fs socket=<vhost-user socket>,tag=<tag>`.
+pub fn parse_shared_fs(value: &str) -> Result<SharedFsSpec, CliError> {
+    let kv = KeyValues::parse("shared-fs", value, &["socket", "tag"])?;
+    let socket = kv.required("socket")?;
+    let tag = kv.required("tag")?;
+    cocoon_vmm::devices::virtio::fs::check_tag(tag).map_err(|why| CliError::BadValue {
+        flag: "shared-fs",
+        key: "tag",
+        value: tag.into(),
+        why: why.to_string(),
+    })?;
+    Ok(SharedFsSpec {
+        socket_path: socket.into(),
+        tag: tag.into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_fs_is_parsed_and_checked() {
+        assert_eq!(
+            parse_shared_fs("tag=rootfs,socket=/run/fs=1.sock").unwrap(),
+            SharedFsSpec {
+                socket_path: "/run/fs=1.sock".into(),
+                tag: "rootfs".into(),
+            }
+        );
+        let err = |s: &str| parse_shared_fs(s).unwrap_err().to_string();
+        assert_eq!(err("socket=/s"), "--shared-fs: tag=… is required");
+        assert_eq!(err("socket=,tag=t"), "--shared-fs: socket=… is required");
+        assert_eq!(
+            err("socket=/s,tag=t,cache=auto"),
+            "--shared-fs: unknown key \"cache\" (known: socket, tag)"
+        );
+        assert_eq!(err("socket=/s,tag=t,tag=u"), "--shared-fs: tag given twice");
+        assert_eq!(
+            err("socket=/s,rootfs"),
+            "--shared-fs: \"rootfs\" is not key=value"
+        );
+        let long = format!("socket=/s,tag={}", "x".repeat(37));
+        assert!(
+            err(&long).starts_with("--shared-fs: tag=\"xxx"),
+            "{}",
+            err(&long)
+        );
+    }
 
     #[test]
     fn drives_parse_with_defaults() {

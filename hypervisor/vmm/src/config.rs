@@ -70,6 +70,34 @@ impl DriveSpec {
     }
 }
 
+/// A virtio-fs device whose file system a vhost-user backend (virtiofsd) serves on
+/// `socket_path`; the guest mounts it by `tag` (`mount -t virtiofs <tag> <dir>`).
+/// The backend must be listening by the time the VM is built (a few seconds of
+/// grace); guest memory is then shared with it (a memfd).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedFsSpec {
+    /// The backend's vhost-user unix socket.
+    pub socket_path: PathBuf,
+    /// 1..=36 bytes of UTF-8 without NUL.
+    pub tag: String,
+}
+
+impl SharedFsSpec {
+    /// Checks the tag (the socket is checked when the VM is built).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let field = |why| ConfigError::SharedFs {
+            tag: self.tag.clone(),
+            why,
+        };
+        crate::devices::virtio::fs::check_tag(&self.tag).map_err(field)?;
+        if self.socket_path.as_os_str().is_empty() {
+            return Err(field("socket_path is empty"));
+        }
+        Ok(())
+    }
+}
+
 /// What to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
@@ -86,6 +114,8 @@ pub struct VmConfig {
     pub vsock: Option<VsockSpec>,
     /// virtio-blk devices, in slot order after entropy and vsock.
     pub drives: Vec<DriveSpec>,
+    /// Adds one virtio-fs device each (and shares guest memory with their backends).
+    pub shared_fs: Vec<SharedFsSpec>,
 }
 
 impl VmConfig {
@@ -101,6 +131,7 @@ impl VmConfig {
             entropy: false,
             vsock: None,
             drives: Vec::new(),
+            shared_fs: Vec::new(),
         }
     }
 
@@ -121,6 +152,15 @@ impl VmConfig {
         }
         for (index, drive) in self.drives.iter().enumerate() {
             drive.validate(index)?;
+        }
+        for (i, fs) in self.shared_fs.iter().enumerate() {
+            fs.validate()?;
+            if self.shared_fs[..i].iter().any(|other| other.tag == fs.tag) {
+                return Err(ConfigError::SharedFs {
+                    tag: fs.tag.clone(),
+                    why: "the tag is used twice",
+                });
+            }
         }
         Ok(())
     }
@@ -148,6 +188,8 @@ pub enum ConfigError {
     DrivePath { index: usize },
     #[error("drives[{index}].id: {id:?} is not 1 to {DRIVE_ID_MAX} printable ASCII characters")]
     DriveId { index: usize, id: String },
+    #[error("shared_fs {tag:?}: {why}")]
+    SharedFs { tag: String, why: &'static str },
 }
 
 #[cfg(test)]
@@ -241,5 +283,47 @@ mod tests {
         );
         let unknown = serde_json::from_str::<DriveSpec>(r#"{"path": "/d", "ro": true}"#);
         assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn shared_fs_tags_are_checked() {
+        let raw = BootSource::Raw {
+            code: vec![0x90],
+            load_addr: 0x1000,
+        };
+        let fs = |tag: &str| SharedFsSpec {
+            socket_path: "/run/fs.sock".into(),
+            tag: tag.into(),
+        };
+        let mut config = VmConfig::new(raw);
+        config.shared_fs = vec![fs("rootfs"), fs(&"x".repeat(36))];
+        assert_eq!(config.validate(), Ok(()));
+        for bad in ["", "a\0b", &"x".repeat(37)] {
+            config.shared_fs = vec![fs(bad)];
+            assert!(
+                matches!(config.validate(), Err(ConfigError::SharedFs { ref tag, .. }) if tag == bad),
+                "{bad:?}"
+            );
+        }
+        config.shared_fs = vec![fs("rootfs"), fs("rootfs")];
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::SharedFs {
+                tag: "rootfs".into(),
+                why: "the tag is used twice"
+            })
+        );
+        config.shared_fs = vec![SharedFsSpec {
+            socket_path: "".into(),
+            tag: "t".into(),
+        }];
+        assert!(config.validate().is_err());
+        let parsed: SharedFsSpec =
+            serde_json::from_str(r#"{"socket_path": "/run/fs.sock", "tag": "rootfs"}"#).unwrap();
+        assert_eq!(parsed, fs("rootfs"));
+        assert!(serde_json::from_str::<SharedFsSpec>(
+            r#"{"socket_path": "/s", "tag": "t", "cache": "auto"}"#
+        )
+        .is_err());
     }
 }

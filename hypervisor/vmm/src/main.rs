@@ -10,8 +10,8 @@
 //! - with `--debug-exit` (test guests): the byte the guest wrote to port 0x501.
 //!
 //! However the VM ends, the vCPU and device threads are stopped first, the vsock
-//! socket is removed and the drives' locks are released; nothing is left behind but
-//! the serial log.
+//! socket is removed, the drives' locks are released and virtio-fs backends are hung
+//! up on; nothing is left behind but the serial log.
 
 mod cli_args;
 
@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use cocoon_vmm::{BootSource, DriveSpec, SerialOutput, Stopper, VmConfig, VmExit, Vmm, VsockSpec};
+use cocoon_vmm::{
+    BootSource, DriveSpec, SerialOutput, SharedFsSpec, Stopper, VmConfig, VmExit, Vmm, VsockSpec,
+};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -68,6 +70,13 @@ struct Args {
     /// Repeatable; the guest sees the drives in this order.
     #[arg(long = "drive", value_name = "path=FILE[,read_only=on][,id=SERIAL]", value_parser = cli_args::parse_drive)]
     drives: Vec<DriveSpec>,
+    /// Add a virtio-fs device (repeatable): `socket=<path>,tag=<tag>`. A vhost-user
+    /// file system backend (virtiofsd) must be listening on the unix socket `socket`
+    /// (or start listening within a few seconds); the guest mounts the file system
+    /// with `mount -t virtiofs <tag> <dir>` (tag: 1 to 36 bytes). Guest memory is then
+    /// a shared memfd the backend maps. The connection is closed when the VM ends.
+    #[arg(long = "shared-fs", value_name = "socket=PATH,tag=TAG", value_parser = cli_args::parse_shared_fs)]
+    shared_fs: Vec<SharedFsSpec>,
     /// Add the debug-exit port 0x501 (test guests): a write ends the VM with its byte
     /// as the exit status.
     #[arg(long)]
@@ -125,6 +134,7 @@ fn config(args: Args) -> VmConfig {
             uds_path,
         }),
         drives: args.drives,
+        shared_fs: args.shared_fs,
         boot: BootSource::Kernel {
             path: args.kernel,
             cmdline: args.cmdline,

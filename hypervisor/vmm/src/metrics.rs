@@ -3,6 +3,7 @@
 //! `cocoon-vmm` binary writes them to `--metrics <path>` periodically and at the end.
 
 use crate::devices::virtio::block::BlockMetrics;
+use crate::devices::virtio::fs::FsMetrics;
 use crate::devices::virtio::mmio::MmioMetrics;
 use crate::devices::virtio::rng::RngMetrics;
 use crate::devices::virtio::vsock::VsockGlueMetrics;
@@ -29,6 +30,10 @@ pub enum DeviceMetrics {
     Block {
         transport: Arc<MmioMetrics>,
         device: Arc<BlockMetrics>,
+    },
+    Fs {
+        transport: Arc<MmioMetrics>,
+        device: Arc<FsMetrics>,
     },
 }
 
@@ -133,6 +138,18 @@ impl MetricsSource {
                     "io_errors": n(&device.io_errors),
                     "unsupported": n(&device.unsupported),
                     "queue_errors": n(&device.queue_errors),
+                    "interrupt_errors": n(&device.interrupt_errors),
+                }),
+                DeviceMetrics::Fs {
+                    transport: t,
+                    device,
+                } => json!({
+                    "type": "fs",
+                    "transport": transport(t),
+                    "activations": n(&device.activations),
+                    "resets": n(&device.resets),
+                    "backend_errors": n(&device.backend_errors),
+                    "interrupts": n(&device.interrupts),
                     "interrupt_errors": n(&device.interrupt_errors),
                 }),
             })

@@ -62,7 +62,14 @@ impl Vmm {
         let created = Instant::now();
         config.validate()?;
         kick::install_handler().map_err(Error::KickHandler)?;
-        let mem = memory::create(u64::from(config.memory_mib) << 20)?;
+        let mem_size = u64::from(config.memory_mib) << 20;
+        // vhost-user backends (virtiofsd) map guest memory themselves: it must be a
+        // shareable memfd then.
+        let mem = if config.shared_fs.is_empty() {
+            memory::create(mem_size)?
+        } else {
+            memory::create_shared(mem_size)?
+        };
         let vm = Vm::new(mem)?;
         // Creating the vCPUs and the PIT each take a while in KVM: the vCPUs are made
         // on a thread of their own meanwhile.

@@ -145,6 +145,20 @@ impl Vm {
             .map_err(|e| VmError::Ioeventfd(addr, e))
     }
 
+    /// Has KVM signal `evt` on 32-bit writes of `value` to the MMIO address `addr`
+    /// (a virtio-mmio QueueNotify register and one queue index, say), instead of
+    /// exiting to the VMM. Other values still exit.
+    pub fn register_ioevent_datamatch(
+        &self,
+        evt: &EventFd,
+        addr: u64,
+        value: u32,
+    ) -> Result<(), VmError> {
+        self.fd
+            .register_ioevent(evt, &IoEventAddress::Mmio(addr), value)
+            .map_err(|e| VmError::Ioeventfd(addr, e))
+    }
+
     /// Routes writes to `evt` to interrupt line `gsi` (edge).
     pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), VmError> {
         self.fd

@@ -4,6 +4,7 @@
 
 pub mod asm;
 pub mod mmio;
+pub mod virtiofsd;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -85,9 +85,14 @@ impl MmioTransport {
         self.metrics.clone()
     }
 
-    /// The device status register.
+    /// The device status register: what the driver set, plus DEVICE_NEEDS_RESET once
+    /// an active device failed.
     pub fn status(&self) -> u32 {
-        self.status
+        if self.activated && self.interrupt.needs_reset() {
+            self.status | NEEDS_RESET
+        } else {
+            self.status
+        }
     }
 
     /// Whether the device was activated (DRIVER_OK accepted).
@@ -126,7 +131,7 @@ impl MmioTransport {
             VIRTIO_MMIO_QUEUE_NUM_MAX => self.selected_queue().map_or(0, |q| q.max_size().into()),
             VIRTIO_MMIO_QUEUE_READY => self.selected_queue().map_or(0, |q| q.ready().into()),
             VIRTIO_MMIO_INTERRUPT_STATUS => self.interrupt.status(),
-            VIRTIO_MMIO_STATUS => self.status,
+            VIRTIO_MMIO_STATUS => self.status(),
             // No shared memory regions: length reads as all ones ("-1").
             VIRTIO_MMIO_SHM_LEN_LOW | VIRTIO_MMIO_SHM_LEN_HIGH => u32::MAX,
             VIRTIO_MMIO_SHM_BASE_LOW | VIRTIO_MMIO_SHM_BASE_HIGH => u32::MAX,
@@ -217,7 +222,7 @@ impl MmioTransport {
         if value == 0 {
             return self.reset();
         }
-        let old = self.status;
+        let old = self.status();
         let added = value & !old;
         let has = |bit: u32| value & bit != 0;
         let out_of_order = (has(DRIVER) && !has(ACKNOWLEDGE))

@@ -154,3 +154,40 @@ fn bad_widths_and_offsets_are_invalid_but_config_space_takes_any_width() {
     t.read(u64::MAX - 1, &mut two);
     assert_eq!(two, [0, 0]);
 }
+
+#[test]
+fn a_failed_device_shows_needs_reset_until_the_driver_resets_it() {
+    let (mut t, state) = fake_transport();
+    let activate = |t: &mut MmioTransport| {
+        negotiate(t);
+        setup_queue(t, 0, 0x10000);
+        setup_queue(t, 1, 0x20000);
+        w32(t, VIRTIO_MMIO_STATUS, 0xf);
+        assert!(t.is_activated());
+    };
+    activate(&mut t);
+    assert_eq!(r32(&mut t, VIRTIO_MMIO_STATUS), 0xf);
+    t.interrupt.signal_needs_reset().unwrap();
+    assert_eq!(
+        r32(&mut t, VIRTIO_MMIO_STATUS),
+        0xf | VIRTIO_CONFIG_S_NEEDS_RESET
+    );
+    assert_eq!(t.status(), 0xf | VIRTIO_CONFIG_S_NEEDS_RESET);
+    assert_eq!(
+        r32(&mut t, VIRTIO_MMIO_INTERRUPT_STATUS),
+        VIRTIO_MMIO_INT_CONFIG
+    );
+    // The driver cannot clear it but by a reset.
+    let refused = t.metrics().refused_write.load(Ordering::Relaxed);
+    w32(&mut t, VIRTIO_MMIO_STATUS, 0xf);
+    assert_eq!(
+        t.metrics().refused_write.load(Ordering::Relaxed),
+        refused + 1
+    );
+    assert_eq!(r32(&mut t, VIRTIO_MMIO_STATUS), 0x4f);
+    w32(&mut t, VIRTIO_MMIO_STATUS, 0);
+    assert_eq!(r32(&mut t, VIRTIO_MMIO_STATUS), 0);
+    assert_eq!(state.lock().unwrap().resets, 1);
+    activate(&mut t);
+    assert_eq!(r32(&mut t, VIRTIO_MMIO_STATUS), 0xf);
+}

@@ -7,6 +7,7 @@
 //! its own (woken by an ioeventfd) for vsock.
 
 pub mod block;
+pub mod fs;
 pub mod mmio;
 pub mod queue;
 pub mod rng;
@@ -18,7 +19,7 @@ mod mmio_proptest;
 pub(crate) mod test_utils;
 
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
@@ -27,6 +28,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use block::Block;
+pub use fs::VirtioFs;
 pub use mmio::MmioTransport;
 pub use rng::Rng;
 pub use vsock::Vsock;
@@ -66,12 +68,21 @@ pub enum ActivateError {
     QueueNotReady(usize),
     #[error("expected {expected} queues, got {got}")]
     QueueCount { expected: usize, got: usize },
+    /// A ready queue's rings are unusable for the device (beyond what the transport
+    /// checks).
+    #[error("queue {index}: {why}")]
+    Ring { index: usize, why: String },
+    /// The device's host side (a vhost-user backend, say) refused or is gone.
+    #[error("device backend: {0}")]
+    Backend(String),
 }
 
 /// A device's interrupt: the InterruptStatus bits and the irqfd that raises its line.
 pub struct VirtioInterrupt {
     status: AtomicU32,
     irq: EventFd,
+    /// The device failed while active: the transport shows DEVICE_NEEDS_RESET.
+    needs_reset: AtomicBool,
 }
 
 impl VirtioInterrupt {
@@ -79,6 +90,7 @@ impl VirtioInterrupt {
         VirtioInterrupt {
             status: AtomicU32::new(0),
             irq,
+            needs_reset: AtomicBool::new(false),
         }
     }
 
@@ -90,6 +102,19 @@ impl VirtioInterrupt {
     /// Tells the driver the configuration (or device status) changed.
     pub fn signal_config_change(&self) -> io::Result<()> {
         self.raise(VIRTIO_MMIO_INT_CONFIG)
+    }
+
+    /// The device failed while active and cannot go on until the driver resets it:
+    /// the status register shows DEVICE_NEEDS_RESET from now until the reset, and the
+    /// driver learns of it from a configuration change interrupt (virtio 1.2 §2.1.2).
+    pub fn signal_needs_reset(&self) -> io::Result<()> {
+        self.needs_reset.store(true, Ordering::SeqCst);
+        self.raise(VIRTIO_MMIO_INT_CONFIG)
+    }
+
+    /// Whether the device asked for a reset ([`VirtioInterrupt::signal_needs_reset`]).
+    pub fn needs_reset(&self) -> bool {
+        self.needs_reset.load(Ordering::SeqCst)
     }
 
     fn raise(&self, bit: u32) -> io::Result<()> {
@@ -109,5 +134,6 @@ impl VirtioInterrupt {
 
     fn clear(&self) {
         self.status.store(0, Ordering::SeqCst);
+        self.needs_reset.store(false, Ordering::SeqCst);
     }
 }

@@ -1,0 +1,538 @@
+//! virtio-fs through the mmio transport against a real virtiofsd, without KVM: a fake
+//! driver writes the registers and the rings in memfd guest memory and hand-encodes
+//! FUSE requests (protocol 7.x); virtiofsd serves a temporary directory. Queue
+//! notifications take the transport's fallback path (the device writes the kick).
+//!
+//! Tests that need virtiofsd print why they are skipped when it is not installed
+//! (`scripts/setup.sh` installs it).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use virtio_bindings::virtio_config::*;
+use virtio_bindings::virtio_mmio::*;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::*;
+use crate::devices::virtio::mmio::CONFIG_SPACE_OFFSET;
+use crate::devices::virtio::test_utils::{r32, w32};
+use crate::devices::virtio::MmioTransport;
+use crate::vstate::memory;
+
+const TAG: &str = "rootfs";
+const SIZE: u16 = 16;
+const REQUEST_QUEUE: u32 = 1;
+const REQ_BUF: u64 = 0x10_0000;
+const REPLY_BUF: u64 = 0x11_0000;
+const REPLY_LEN: u32 = 4096;
+/// Long enough for any healthy run; only stops a broken test from hanging.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+// FUSE (include/uapi/linux/fuse.h).
+const FUSE_LOOKUP: u32 = 1;
+const FUSE_INIT: u32 = 26;
+const FUSE_ROOT_ID: u64 = 1;
+const IN_HEADER_LEN: usize = 40;
+const OUT_HEADER_LEN: usize = 16;
+const ENOENT: i32 = 2;
+
+/// Where virtiofsd is: PATH, then `cargo install`'s directory.
+fn find_virtiofsd() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
+    std::env::split_paths(&path)
+        .chain(home)
+        .map(|dir| dir.join("virtiofsd"))
+        .find(|p| p.is_file())
+}
+
+/// A virtiofsd serving a fresh temporary directory; killed (and the directory
+/// removed) when dropped.
+struct Virtiofsd {
+    child: Option<Child>,
+    socket: PathBuf,
+    shared: PathBuf,
+    // Dropped after the process is gone.
+    _dir: tempfile::TempDir,
+}
+
+impl Virtiofsd {
+    /// Starts virtiofsd, or says why the test is skipped.
+    fn start(test: &str) -> Option<Virtiofsd> {
+        let Some(binary) = find_virtiofsd() else {
+            eprintln!("SKIP {test}: virtiofsd is not on PATH or in ~/.cargo/bin (scripts/setup.sh installs it)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let socket = dir.path().join("fs.sock");
+        let child = Command::new(binary)
+            .arg("--socket-path")
+            .arg(&socket)
+            .arg("--shared-dir")
+            .arg(&shared)
+            // No namespaces or chroot: the tests need not run as root.
+            .args([
+                "--sandbox",
+                "none",
+                "--cache",
+                "auto",
+                "--thread-pool-size",
+                "1",
+            ])
+            .args(["--log-level", "error", "--no-announce-submounts"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("virtiofsd starts");
+        Some(Virtiofsd {
+            child: Some(child),
+            socket,
+            shared,
+            _dir: dir,
+        })
+    }
+
+    fn spec(&self) -> SharedFsSpec {
+        SharedFsSpec {
+            socket_path: self.socket.clone(),
+            tag: TAG.into(),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Virtiofsd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn kicks() -> [EventFd; NUM_QUEUES] {
+    [0, 1].map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
+}
+
+/// The driver side: registers through the transport, rings in guest memory.
+struct Driver {
+    t: MmioTransport,
+    mem: GuestMemoryMmap,
+    irq: EventFd,
+    /// Where the queues' rings start (queue `q` at `base + q * 0x1_0000`).
+    base: u64,
+    avail: [u16; NUM_QUEUES],
+    unique: u64,
+}
+
+impl Driver {
+    fn new(device: VirtioFs, mem: GuestMemoryMmap) -> Driver {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let interrupt = Arc::new(VirtioInterrupt::new(irq.try_clone().unwrap()));
+        let t = MmioTransport::new(Box::new(device), mem.clone(), interrupt).unwrap();
+        Driver {
+            t,
+            mem,
+            irq,
+            base: 0x1_0000,
+            avail: [0; NUM_QUEUES],
+            unique: 0,
+        }
+    }
+
+    fn w(&mut self, reg: u32, v: u32) {
+        w32(&mut self.t, reg, v);
+    }
+
+    fn r(&mut self, reg: u32) -> u32 {
+        r32(&mut self.t, reg)
+    }
+
+    fn ring(&self, q: u32) -> u64 {
+        self.base + 0x1_0000 * u64::from(q)
+    }
+
+    /// Resets the device, then sets it up again (VERSION_1 only) with both queues
+    /// of [`SIZE`] at fresh, zeroed rings from `base`.
+    fn initialize(&mut self, base: u64) {
+        self.w(VIRTIO_MMIO_STATUS, 0);
+        self.base = base;
+        self.avail = [0; NUM_QUEUES];
+        self.w(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+        self.w(
+            VIRTIO_MMIO_STATUS,
+            VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER,
+        );
+        self.w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+        self.w(VIRTIO_MMIO_DRIVER_FEATURES, 1);
+        self.w(VIRTIO_MMIO_STATUS, 0xb);
+        for q in 0..NUM_QUEUES as u32 {
+            let ring = self.ring(q);
+            self.mem
+                .write_slice(&[0u8; 0x3000], GuestAddress(ring))
+                .unwrap();
+            self.w(VIRTIO_MMIO_QUEUE_SEL, q);
+            assert_eq!(self.r(VIRTIO_MMIO_QUEUE_NUM_MAX), u32::from(QUEUE_SIZE));
+            self.w(VIRTIO_MMIO_QUEUE_NUM, u32::from(SIZE));
+            self.w(VIRTIO_MMIO_QUEUE_DESC_LOW, ring as u32);
+            self.w(VIRTIO_MMIO_QUEUE_AVAIL_LOW, ring as u32 + 0x1000);
+            self.w(VIRTIO_MMIO_QUEUE_USED_LOW, ring as u32 + 0x2000);
+            self.w(VIRTIO_MMIO_QUEUE_READY, 1);
+        }
+    }
+
+    fn driver_ok(&mut self) {
+        self.w(VIRTIO_MMIO_STATUS, 0xf);
+    }
+
+    /// Posts a two-descriptor chain on queue `q`: the request (device-readable) then
+    /// the reply buffer (device-writable).
+    fn post(&mut self, q: u32, request: &[u8]) {
+        self.mem
+            .write_slice(request, GuestAddress(REQ_BUF))
+            .unwrap();
+        self.mem
+            .write_slice(&[0xaa; REPLY_LEN as usize], GuestAddress(REPLY_BUF))
+            .unwrap();
+        let desc = self.ring(q);
+        // Descriptor 0: request, NEXT -> 1. Descriptor 1: reply, WRITE.
+        self.mem.write_obj(REQ_BUF, GuestAddress(desc)).unwrap();
+        self.mem
+            .write_obj(request.len() as u32, GuestAddress(desc + 8))
+            .unwrap();
+        self.mem.write_obj(1u16, GuestAddress(desc + 12)).unwrap();
+        self.mem.write_obj(1u16, GuestAddress(desc + 14)).unwrap();
+        self.mem
+            .write_obj(REPLY_BUF, GuestAddress(desc + 16))
+            .unwrap();
+        self.mem
+            .write_obj(REPLY_LEN, GuestAddress(desc + 24))
+            .unwrap();
+        self.mem.write_obj(2u16, GuestAddress(desc + 28)).unwrap();
+        let avail = desc + 0x1000;
+        let idx = &mut self.avail[q as usize];
+        let slot = u64::from(*idx % SIZE);
+        self.mem
+            .write_obj(0u16, GuestAddress(avail + 4 + 2 * slot))
+            .unwrap();
+        *idx = idx.wrapping_add(1);
+        self.mem.write_obj(*idx, GuestAddress(avail + 2)).unwrap();
+    }
+
+    fn used_idx(&self, q: u32) -> u16 {
+        self.mem
+            .read_obj(GuestAddress(self.ring(q) + 0x2000 + 2))
+            .unwrap()
+    }
+
+    /// The used element of the last request on queue `q`: (head, length).
+    fn last_used(&self, q: u32) -> (u32, u32) {
+        let slot = u64::from(self.used_idx(q).wrapping_sub(1) % SIZE);
+        let at = self.ring(q) + 0x2000 + 4 + 8 * slot;
+        (
+            self.mem.read_obj(GuestAddress(at)).unwrap(),
+            self.mem.read_obj(GuestAddress(at + 4)).unwrap(),
+        )
+    }
+
+    /// Sends a FUSE request on the request queue, waits for the used-buffer
+    /// interrupt, acknowledges it and returns (out header error, unique, reply body).
+    fn fuse(&mut self, opcode: u32, nodeid: u64, body: &[u8]) -> (i32, u64, Vec<u8>) {
+        self.unique += 1;
+        let unique = self.unique;
+        let mut request = Vec::with_capacity(IN_HEADER_LEN + body.len());
+        request.extend_from_slice(&((IN_HEADER_LEN + body.len()) as u32).to_le_bytes());
+        request.extend_from_slice(&opcode.to_le_bytes());
+        request.extend_from_slice(&unique.to_le_bytes());
+        request.extend_from_slice(&nodeid.to_le_bytes());
+        // uid, gid, pid, total_extlen, padding
+        request.extend_from_slice(&[0u8; 4 + 4 + 4 + 2 + 2]);
+        assert_eq!(request.len(), IN_HEADER_LEN);
+        request.extend_from_slice(body);
+
+        let want = self.used_idx(REQUEST_QUEUE).wrapping_add(1);
+        self.post(REQUEST_QUEUE, &request);
+        self.w(VIRTIO_MMIO_QUEUE_NOTIFY, REQUEST_QUEUE);
+        self.wait_interrupt();
+        assert_eq!(self.used_idx(REQUEST_QUEUE), want, "one request answered");
+        let status = self.r(VIRTIO_MMIO_INTERRUPT_STATUS);
+        assert_ne!(status & VIRTIO_MMIO_INT_VRING, 0, "{status:#x}");
+        self.w(VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
+
+        let (head, len) = self.last_used(REQUEST_QUEUE);
+        assert_eq!(head, 0);
+        assert!(len as usize >= OUT_HEADER_LEN && len <= REPLY_LEN, "{len}");
+        let mut reply = vec![0u8; len as usize];
+        self.mem
+            .read_slice(&mut reply, GuestAddress(REPLY_BUF))
+            .unwrap();
+        let out_len = u32::from_le_bytes(reply[0..4].try_into().unwrap());
+        assert_eq!(out_len, len, "the out header's length is the used length");
+        let error = i32::from_le_bytes(reply[4..8].try_into().unwrap());
+        let got_unique = u64::from_le_bytes(reply[8..16].try_into().unwrap());
+        (error, got_unique, reply[OUT_HEADER_LEN..].to_vec())
+    }
+
+    /// Waits for the interrupt line (the irqfd) to be raised.
+    fn wait_interrupt(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.irq.read().is_err() {
+            assert!(Instant::now() < deadline, "no interrupt");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// FUSE_INIT for protocol 7.31, no optional flags: returns the reply's
+    /// (major, minor).
+    fn fuse_init(&mut self) -> (u32, u32) {
+        // fuse_init_in: major, minor, max_readahead, flags.
+        let mut body = Vec::new();
+        for v in [7u32, 31, 128 * 1024, 0] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        let (error, unique, out) = self.fuse(FUSE_INIT, 0, &body);
+        assert_eq!(error, 0, "FUSE_INIT failed");
+        assert_eq!(unique, self.unique);
+        let major = u32::from_le_bytes(out[0..4].try_into().unwrap());
+        let minor = u32::from_le_bytes(out[4..8].try_into().unwrap());
+        (major, minor)
+    }
+
+    /// FUSE_LOOKUP of `name` in the root: the error, and the attributes' size.
+    fn fuse_lookup(&mut self, name: &str) -> (i32, Option<u64>) {
+        let mut body = name.as_bytes().to_vec();
+        body.push(0);
+        let (error, unique, out) = self.fuse(FUSE_LOOKUP, FUSE_ROOT_ID, &body);
+        assert_eq!(unique, self.unique);
+        if error != 0 {
+            return (error, None);
+        }
+        // fuse_entry_out: nodeid, generation, entry_valid, attr_valid (u64 each),
+        // entry_valid_nsec, attr_valid_nsec (u32 each), then fuse_attr: ino, size...
+        let nodeid = u64::from_le_bytes(out[0..8].try_into().unwrap());
+        assert_ne!(nodeid, 0, "a looked-up file has a node id");
+        let size = u64::from_le_bytes(out[48..56].try_into().unwrap());
+        (error, Some(size))
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn shared_memory() -> GuestMemoryMmap {
+    memory::create_shared(4 << 20).unwrap()
+}
+
+/// The error and its sources, as one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        line.push_str(": ");
+        line.push_str(&e.to_string());
+        source = e.source();
+    }
+    line
+}
+
+fn write_file(dir: &Path, name: &str, len: usize) {
+    let mut f = std::fs::File::create(dir.join(name)).unwrap();
+    f.write_all(&vec![b'x'; len]).unwrap();
+}
+
+#[test]
+fn fuse_init_and_lookup_reach_virtiofsd() {
+    let Some(fsd) = Virtiofsd::start("fuse_init_and_lookup_reach_virtiofsd") else {
+        return;
+    };
+    write_file(&fsd.shared, "hello.txt", 12345);
+    let (fs, thread) = VirtioFs::new(&fsd.spec(), kicks()).unwrap();
+    let metrics = fs.metrics();
+    let mut d = Driver::new(fs, shared_memory());
+
+    assert_eq!(d.r(VIRTIO_MMIO_DEVICE_ID), VIRTIO_ID_FS);
+    let features = d.r(VIRTIO_MMIO_DEVICE_FEATURES);
+    // virtiofsd has both ring features, so they are passed through.
+    let ring_features = (1 << VIRTIO_RING_F_EVENT_IDX) | (1 << VIRTIO_RING_F_INDIRECT_DESC);
+    assert_eq!(features, ring_features);
+    d.w(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+    assert_eq!(d.r(VIRTIO_MMIO_DEVICE_FEATURES), 1, "VERSION_1 only");
+    let mut config = [0u8; CONFIG_SIZE + 4];
+    for (i, chunk) in config.chunks_mut(4).enumerate() {
+        let v = d.r(CONFIG_SPACE_OFFSET as u32 + 4 * i as u32);
+        chunk.copy_from_slice(&v.to_le_bytes());
+    }
+    assert_eq!(&config[..TAG.len()], TAG.as_bytes());
+    assert!(config[TAG.len()..TAG_MAX_LEN].iter().all(|&b| b == 0));
+    assert_eq!(&config[TAG_MAX_LEN..TAG_MAX_LEN + 4], &1u32.to_le_bytes());
+    assert_eq!(&config[CONFIG_SIZE..], &[0; 4], "nothing past the config");
+
+    d.initialize(0x1_0000);
+    d.driver_ok();
+    assert!(d.t.is_activated());
+    assert_eq!(metrics.activations.load(Ordering::Relaxed), 1);
+
+    assert_eq!(d.fuse_init().0, 7, "FUSE major version 7");
+    assert_eq!(d.fuse_lookup("hello.txt"), (0, Some(12345)));
+    assert_eq!(d.fuse_lookup("missing.txt"), (-ENOENT, None));
+    assert!(metrics.interrupts.load(Ordering::Relaxed) >= 3);
+    assert_eq!(metrics.backend_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(d.t.metrics().notify.load(Ordering::Relaxed), 3);
+    thread.stop();
+}
+
+#[test]
+fn reset_stops_the_queues_and_the_device_activates_again() {
+    let Some(fsd) = Virtiofsd::start("reset_stops_the_queues_and_the_device_activates_again")
+    else {
+        return;
+    };
+    write_file(&fsd.shared, "a", 7);
+    let (fs, _thread) = VirtioFs::new(&fsd.spec(), kicks()).unwrap();
+    let metrics = fs.metrics();
+    let mut d = Driver::new(fs, shared_memory());
+    d.initialize(0x1_0000);
+    d.driver_ok();
+    assert_eq!(d.fuse_init().0, 7);
+    assert_eq!(d.fuse_lookup("a"), (0, Some(7)));
+
+    // Reset, then the rings somewhere else: the backend must use the new ones.
+    d.initialize(0x8_0000);
+    assert_eq!(metrics.resets.load(Ordering::Relaxed), 1);
+    d.driver_ok();
+    assert!(d.t.is_activated());
+    assert_eq!(d.r(VIRTIO_MMIO_STATUS), 0xf);
+    assert_eq!(metrics.activations.load(Ordering::Relaxed), 2);
+    // A fresh FUSE session (RESET_DEVICE): INIT again, then a lookup.
+    assert_eq!(d.fuse_init().0, 7);
+    assert_eq!(d.fuse_lookup("a"), (0, Some(7)));
+    assert_eq!(
+        d.used_idx(REQUEST_QUEUE),
+        2,
+        "the new ring counts from zero"
+    );
+    assert_eq!(metrics.backend_errors.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_killed_backend_is_counted_and_the_device_needs_a_reset() {
+    let Some(mut fsd) =
+        Virtiofsd::start("a_killed_backend_is_counted_and_the_device_needs_a_reset")
+    else {
+        return;
+    };
+    let (fs, thread) = VirtioFs::new(&fsd.spec(), kicks()).unwrap();
+    let metrics = fs.metrics();
+    let mut d = Driver::new(fs, shared_memory());
+    d.initialize(0x1_0000);
+    d.driver_ok();
+    assert_eq!(d.fuse_init().0, 7);
+
+    fsd.kill();
+    wait_for("the hang-up being counted", || {
+        metrics.backend_errors.load(Ordering::Relaxed) == 1
+    });
+    // Counted once only, and after the device asked for a reset.
+    assert_eq!(d.r(VIRTIO_MMIO_STATUS), 0xf | VIRTIO_CONFIG_S_NEEDS_RESET);
+    assert_ne!(
+        d.r(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG,
+        0,
+        "a configuration change interrupt tells the driver"
+    );
+    // The guest carries on regardless: nothing answers, nothing breaks.
+    d.post(REQUEST_QUEUE, &[0; IN_HEADER_LEN]);
+    d.w(VIRTIO_MMIO_QUEUE_NOTIFY, REQUEST_QUEUE);
+    assert_eq!(d.used_idx(REQUEST_QUEUE), 1);
+
+    // A reset clears NEEDS_RESET; activating again fails, which the status shows.
+    d.initialize(0x1_0000);
+    assert_eq!(d.r(VIRTIO_MMIO_STATUS), 0xb);
+    d.driver_ok();
+    assert!(!d.t.is_activated());
+    assert_ne!(d.r(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+    assert_eq!(d.t.metrics().activate_failures.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.activations.load(Ordering::Relaxed), 1);
+    thread.stop();
+}
+
+#[test]
+fn private_guest_memory_fails_activation() {
+    let Some(fsd) = Virtiofsd::start("private_guest_memory_fails_activation") else {
+        return;
+    };
+    let (fs, _thread) = VirtioFs::new(&fsd.spec(), kicks()).unwrap();
+    let metrics = fs.metrics();
+    let private = memory::create(4 << 20).unwrap();
+    let mut d = Driver::new(fs, private);
+    d.initialize(0x1_0000);
+    d.driver_ok();
+    assert!(!d.t.is_activated());
+    assert_ne!(d.r(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+    assert_eq!(metrics.backend_errors.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn ending_the_thread_hangs_up_on_the_backend() {
+    let Some(mut fsd) = Virtiofsd::start("ending_the_thread_hangs_up_on_the_backend") else {
+        return;
+    };
+    let (fs, thread) = VirtioFs::new(&fsd.spec(), kicks()).unwrap();
+    thread.stop();
+    // virtiofsd serves one connection: it exits once we hang up.
+    let child = fsd.child.as_mut().unwrap();
+    wait_for("virtiofsd exiting", || child.try_wait().unwrap().is_some());
+    drop(fs);
+}
+
+#[test]
+fn a_missing_socket_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nobody-listens.sock");
+    let spec = SharedFsSpec {
+        socket_path: socket.clone(),
+        tag: TAG.into(),
+    };
+    let error = VirtioFs::new(&spec, kicks()).err().expect("no backend");
+    let line = chain(&error);
+    assert!(line.contains(&socket.display().to_string()), "{line}");
+    assert!(
+        matches!(
+            &error,
+            FsError::Backend(BackendError::Connect { path, .. }) if *path == socket
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn bad_tags_are_refused_before_connecting() {
+    // No socket exists: a tag check that came after connecting would fail differently.
+    for tag in [String::new(), "x".repeat(37), "a\0b".into()] {
+        let spec = SharedFsSpec {
+            socket_path: "/nonexistent/fs.sock".into(),
+            tag: tag.clone(),
+        };
+        let error = VirtioFs::new(&spec, kicks()).err().expect("refused");
+        assert!(
+            matches!(&error, FsError::Tag { tag: t, .. } if *t == tag),
+            "{tag:?}: {error}"
+        );
+    }
+    assert_eq!(check_tag(&"x".repeat(36)), Ok(()));
+    assert_eq!(check_tag("é"), Ok(()));
+}
