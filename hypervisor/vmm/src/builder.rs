@@ -8,14 +8,14 @@ use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{VIRTIO_IRQ_BASE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
-use crate::config::{SerialOutput, VmConfig, VsockSpec};
+use crate::config::{NetSpec, SerialOutput, VmConfig, VsockSpec};
 use crate::devices::legacy::debug_exit::DEBUG_EXIT_PORT;
 use crate::devices::legacy::i8042::{I8042_PORT_BASE, I8042_PORT_LEN};
 use crate::devices::legacy::serial::{COM1_GSI, COM1_PORT, COM1_PORT_LEN};
 use crate::devices::legacy::{DebugExit, Serial, I8042};
 use crate::devices::thread::DeviceThread;
 use crate::devices::virtio::mmio::MmioMetrics;
-use crate::devices::virtio::{MmioTransport, Rng, VirtioDevice, VirtioInterrupt, Vsock};
+use crate::devices::virtio::{MmioTransport, Net, Rng, VirtioDevice, VirtioInterrupt, Vsock};
 use crate::devices::Bus;
 use crate::exit::ExitLatch;
 use crate::metrics::DeviceMetrics;
@@ -35,12 +35,14 @@ pub struct Devices {
 enum Virtio<'a> {
     Entropy,
     Vsock(&'a VsockSpec),
+    Net(&'a NetSpec),
 }
 
 fn virtio_devices(config: &VmConfig) -> Vec<Virtio<'_>> {
     let entropy = config.entropy.then_some(Virtio::Entropy);
     let vsock = config.vsock.as_ref().map(Virtio::Vsock);
-    entropy.into_iter().chain(vsock).collect()
+    let nets = config.nets.iter().map(Virtio::Net);
+    entropy.into_iter().chain(vsock).chain(nets).collect()
 }
 
 /// The kernel command line parts announcing the virtio devices `config` asks for
@@ -108,6 +110,19 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
                     transport,
                     glue,
                     device,
+                });
+            }
+            Virtio::Net(spec) => {
+                let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+                register_queue_notify(vm, &kick, slot);
+                let (net, thread) = Net::new(spec, kick)?;
+                devices.threads.push(thread);
+                let device = net.metrics();
+                let transport = add_virtio(&mut devices, vm, slot, Box::new(net))?;
+                devices.metrics.push(DeviceMetrics::Net {
+                    transport,
+                    device,
+                    tap: spec.tap.clone(),
                 });
             }
         }
@@ -200,5 +215,23 @@ mod tests {
             ]
         );
         assert!(matches!(virtio_devices(&config)[1], Virtio::Vsock(_)));
+        config.nets = vec![
+            NetSpec {
+                tap: "tap0".into(),
+                mac: None,
+            },
+            NetSpec {
+                tap: "tap1".into(),
+                mac: None,
+            },
+        ];
+        assert_eq!(virtio_cmdline(&config).len(), 4);
+        assert_eq!(
+            virtio_cmdline(&config)[3],
+            "virtio_mmio.device=4K@0xd0003000:8"
+        );
+        let slots = virtio_devices(&config);
+        assert!(matches!(slots[2], Virtio::Net(n) if n.tap == "tap0"));
+        assert!(matches!(slots[3], Virtio::Net(n) if n.tap == "tap1"));
     }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use cocoon_vsock::VsockConfig;
 
 use crate::boot::BootSource;
+use crate::devices::virtio::net::tap::{valid_ifname, MAX_IFNAME_LEN};
+use crate::devices::virtio::net::MacAddr;
 
 /// Most vCPUs: what the MP table holds and our guest kernel's NR_CPUS.
 pub const MAX_VCPUS: u8 = 32;
@@ -32,6 +34,50 @@ pub struct VsockSpec {
     pub uds_path: PathBuf,
 }
 
+/// A virtio-net device whose host side is the tap interface `tap`: opened as is if it
+/// exists (a persistent tap the runtime made in the pod's network namespace), created
+/// otherwise (and gone again when the VM ends).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSpec {
+    /// The host interface name (at most 15 bytes).
+    pub tap: String,
+    /// The guest's MAC address; unset, a locally administered one derived from `tap`
+    /// (the same on every run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+}
+
+impl NetSpec {
+    /// Checks the fields on their own (`VmConfig::validate` also refuses a tap used
+    /// twice).
+    pub fn validate(&self) -> Result<(), NetSpecError> {
+        if !valid_ifname(&self.tap) {
+            return Err(NetSpecError::Tap(self.tap.clone()));
+        }
+        match self.mac {
+            Some(mac) if mac.is_multicast() || mac.octets() == [0; 6] => {
+                Err(NetSpecError::Mac(mac))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A [`NetSpec`] field that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NetSpecError {
+    #[error(
+        "tap: {0:?} is not an interface name (1 to {MAX_IFNAME_LEN} bytes, no '/', ':', '%' \
+         or whitespace, not '.' or '..')"
+    )]
+    Tap(String),
+    #[error("tap: {0:?} is already used by another net device")]
+    DuplicateTap(String),
+    #[error("mac: {0} is a multicast or all-zero address")]
+    Mac(MacAddr),
+}
+
 /// What to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
@@ -46,6 +92,8 @@ pub struct VmConfig {
     pub entropy: bool,
     /// Adds a virtio-vsock device.
     pub vsock: Option<VsockSpec>,
+    /// Adds a virtio-net device for each.
+    pub nets: Vec<NetSpec>,
 }
 
 impl VmConfig {
@@ -60,6 +108,7 @@ impl VmConfig {
             debug_exit: false,
             entropy: false,
             vsock: None,
+            nets: Vec::new(),
         }
     }
 
@@ -77,6 +126,14 @@ impl VmConfig {
         }
         if let Some(vsock) = &self.vsock {
             vsock.device_config().validate()?;
+        }
+        for (index, net) in self.nets.iter().enumerate() {
+            let checked = if self.nets[..index].iter().any(|n| n.tap == net.tap) {
+                Err(NetSpecError::DuplicateTap(net.tap.clone()))
+            } else {
+                net.validate()
+            };
+            checked.map_err(|source| ConfigError::Net { index, source })?;
         }
         Ok(())
     }
@@ -100,6 +157,12 @@ pub enum ConfigError {
     EmptyCode,
     #[error("vsock")]
     Vsock(#[from] cocoon_vsock::ConfigError),
+    #[error("nets[{index}]")]
+    Net {
+        index: usize,
+        #[source]
+        source: NetSpecError,
+    },
 }
 
 #[cfg(test)]
@@ -145,5 +208,66 @@ mod tests {
             bad.validate(),
             Err(ConfigError::Vsock(cocoon_vsock::ConfigError::GuestCid(2)))
         );
+    }
+
+    #[test]
+    fn nets_are_checked() {
+        let raw = BootSource::Raw {
+            code: vec![0x90],
+            load_addr: 0x1000,
+        };
+        let net = |tap: &str, mac: Option<&str>| NetSpec {
+            tap: tap.into(),
+            mac: mac.map(|m| m.parse().unwrap()),
+        };
+        let with = |nets: Vec<NetSpec>| VmConfig {
+            nets,
+            ..VmConfig::new(raw.clone())
+        };
+        let ok = with(vec![
+            net("tap0", None),
+            net("tap1", Some("02:00:00:00:00:01")),
+        ]);
+        assert_eq!(ok.validate(), Ok(()));
+        let cases = [
+            (net("", None), NetSpecError::Tap("".into())),
+            (
+                net("sixteen-bytes-xx", None),
+                NetSpecError::Tap("sixteen-bytes-xx".into()),
+            ),
+            (net("a/b", None), NetSpecError::Tap("a/b".into())),
+            (
+                net("tap2", Some("01:00:5e:00:00:01")),
+                NetSpecError::Mac("01:00:5e:00:00:01".parse().unwrap()),
+            ),
+            (
+                net("tap2", Some("00:00:00:00:00:00")),
+                NetSpecError::Mac(MacAddr([0; 6])),
+            ),
+            (net("tap0", None), NetSpecError::DuplicateTap("tap0".into())),
+        ];
+        for (bad, source) in cases {
+            let config = with(vec![net("tap0", None), bad]);
+            let err = config.validate().unwrap_err();
+            assert_eq!(err, ConfigError::Net { index: 1, source });
+            assert_eq!(err.to_string(), "nets[1]");
+        }
+        let err = net("sixteen-bytes-xx", None).validate().unwrap_err();
+        assert!(
+            err.to_string().starts_with("tap: \"sixteen-bytes-xx\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn net_spec_serde_is_strict() {
+        let spec: NetSpec =
+            serde_json::from_str(r#"{"tap": "tap0", "mac": "02:00:00:00:00:01"}"#).unwrap();
+        assert_eq!(spec.mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
+        let spec: NetSpec = serde_json::from_str(r#"{"tap": "tap0"}"#).unwrap();
+        assert_eq!(spec.mac, None);
+        assert_eq!(serde_json::to_string(&spec).unwrap(), r#"{"tap":"tap0"}"#);
+        assert!(serde_json::from_str::<NetSpec>(r#"{"tap": "t", "mtu": 9000}"#).is_err());
+        assert!(serde_json::from_str::<NetSpec>(r#"{"tap": "t", "mac": "zz"}"#).is_err());
     }
 }

@@ -22,7 +22,7 @@ pub mod vmm;
 pub mod vstate;
 
 pub use boot::BootSource;
-pub use config::{SerialOutput, VmConfig, VsockSpec};
+pub use config::{NetSpec, SerialOutput, VmConfig, VsockSpec};
 pub use exit::{CrashCause, ResetCause, VmExit};
 pub use metrics::MetricsSource;
 pub use vmm::{Stopper, VmStats, Vmm};
@@ -54,6 +54,8 @@ pub enum Error {
     Entropy(#[source] std::io::Error),
     #[error("vsock device")]
     Vsock(#[from] devices::virtio::vsock::VsockError),
+    #[error("net device")]
+    Net(#[from] devices::virtio::net::NetError),
     #[error("placing a device")]
     Bus(#[from] devices::BusError),
     #[error("virtio queue setup")]

@@ -10,7 +10,10 @@
 //! - with `--debug-exit` (test guests): the byte the guest wrote to port 0x501.
 //!
 //! However the VM ends, the vCPU and device threads are stopped first and the vsock
-//! socket is removed; nothing is left behind but the serial log.
+//! socket is removed (and taps the VM created are gone); nothing is left behind but
+//! the serial log.
+
+mod cli_args;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use cocoon_vmm::{BootSource, SerialOutput, Stopper, VmConfig, VmExit, Vmm, VsockSpec};
+use cocoon_vmm::{BootSource, NetSpec, SerialOutput, Stopper, VmConfig, VmExit, Vmm, VsockSpec};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -59,6 +62,13 @@ struct Args {
     /// The guest's vsock context id.
     #[arg(long, default_value_t = 3, requires = "vsock_uds")]
     guest_cid: u64,
+    /// Add a virtio-net device on a host tap interface (repeatable, one device each):
+    /// `tap=<ifname>[,mac=<aa:bb:cc:dd:ee:ff>]`. An existing tap (a persistent one the
+    /// runtime made) is used as is; otherwise it is created, and gone when the VM
+    /// ends. Without `mac` the guest gets a locally administered address derived from
+    /// the interface name. No offloads: the guest sends and receives whole frames.
+    #[arg(long = "net", value_name = "tap=IFNAME[,mac=MAC]", value_parser = cli_args::parse_net)]
+    nets: Vec<NetSpec>,
     /// Add the debug-exit port 0x501 (test guests): a write ends the VM with its byte
     /// as the exit status.
     #[arg(long)]
@@ -115,6 +125,7 @@ fn config(args: Args) -> VmConfig {
             guest_cid: args.guest_cid,
             uds_path,
         }),
+        nets: args.nets,
         boot: BootSource::Kernel {
             path: args.kernel,
             cmdline: args.cmdline,

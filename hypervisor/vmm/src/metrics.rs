@@ -3,6 +3,7 @@
 //! `cocoon-vmm` binary writes them to `--metrics <path>` periodically and at the end.
 
 use crate::devices::virtio::mmio::MmioMetrics;
+use crate::devices::virtio::net::NetMetrics;
 use crate::devices::virtio::rng::RngMetrics;
 use crate::devices::virtio::vsock::VsockGlueMetrics;
 use crate::vstate::vcpu::VcpuMetrics;
@@ -24,6 +25,12 @@ pub enum DeviceMetrics {
         transport: Arc<MmioMetrics>,
         glue: Arc<VsockGlueMetrics>,
         device: Arc<cocoon_vsock::Metrics>,
+    },
+    Net {
+        transport: Arc<MmioMetrics>,
+        device: Arc<NetMetrics>,
+        /// The host tap interface.
+        tap: String,
     },
 }
 
@@ -114,6 +121,26 @@ impl MetricsSource {
                         "bad_descriptors": s.bad_descriptors,
                     })
                 }
+                DeviceMetrics::Net {
+                    transport: t,
+                    device: d,
+                    tap,
+                } => json!({
+                    "type": "net",
+                    "tap": tap,
+                    "transport": transport(t),
+                    "tx_packets": n(&d.tx_packets),
+                    "tx_bytes": n(&d.tx_bytes),
+                    "rx_packets": n(&d.rx_packets),
+                    "rx_bytes": n(&d.rx_bytes),
+                    "tx_dropped": n(&d.tx_dropped),
+                    "rx_dropped": n(&d.rx_dropped),
+                    "bad_descriptors": n(&d.bad_descriptors),
+                    "tap_errors": n(&d.tap_errors),
+                    "queue_errors": n(&d.queue_errors),
+                    "interrupt_errors": n(&d.interrupt_errors),
+                    "wakeups": n(&d.wakeups),
+                }),
             })
             .collect();
         let first_exit_us = self
