@@ -8,7 +8,7 @@ use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{VIRTIO_IRQ_BASE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
-use crate::config::{DriveSpec, SerialOutput, SharedFsSpec, VmConfig, VsockSpec};
+use crate::config::{DriveSpec, NetSpec, SerialOutput, SharedFsSpec, VmConfig, VsockSpec};
 use crate::devices::legacy::debug_exit::DEBUG_EXIT_PORT;
 use crate::devices::legacy::i8042::{I8042_PORT_BASE, I8042_PORT_LEN};
 use crate::devices::legacy::serial::{COM1_GSI, COM1_PORT, COM1_PORT_LEN};
@@ -17,7 +17,7 @@ use crate::devices::thread::DeviceThread;
 use crate::devices::virtio::fs::NUM_QUEUES as FS_QUEUES;
 use crate::devices::virtio::mmio::MmioMetrics;
 use crate::devices::virtio::{
-    Block, MmioTransport, Rng, VirtioDevice, VirtioFs, VirtioInterrupt, Vsock,
+    Block, MmioTransport, Net, Rng, VirtioDevice, VirtioFs, VirtioInterrupt, Vsock,
 };
 use crate::devices::Bus;
 use crate::exit::ExitLatch;
@@ -40,17 +40,20 @@ enum Virtio<'a> {
     Vsock(&'a VsockSpec),
     Drive(&'a DriveSpec),
     SharedFs(&'a SharedFsSpec),
+    Net(&'a NetSpec),
 }
 
 fn virtio_devices(config: &VmConfig) -> Vec<Virtio<'_>> {
     let entropy = config.entropy.then_some(Virtio::Entropy);
     let vsock = config.vsock.as_ref().map(Virtio::Vsock);
     let drives = config.drives.iter().map(Virtio::Drive);
+    let nets = config.nets.iter().map(Virtio::Net);
     let shared_fs = config.shared_fs.iter().map(Virtio::SharedFs);
     entropy
         .into_iter()
         .chain(vsock)
         .chain(drives)
+        .chain(nets)
         .chain(shared_fs)
         .collect()
 }
@@ -146,6 +149,19 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
                 devices
                     .metrics
                     .push(DeviceMetrics::Fs { transport, device });
+            }
+            Virtio::Net(spec) => {
+                let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+                register_queue_notify(vm, &kick, slot);
+                let (net, thread) = Net::new(spec, kick)?;
+                devices.threads.push(thread);
+                let device = net.metrics();
+                let transport = add_virtio(&mut devices, vm, slot, Box::new(net))?;
+                devices.metrics.push(DeviceMetrics::Net {
+                    transport,
+                    device,
+                    tap: spec.tap.clone(),
+                });
             }
         }
     }
@@ -267,14 +283,28 @@ mod tests {
             Virtio::Drive(spec) => assert_eq!(spec.path, PathBuf::from("/b.img")),
             _ => panic!("drives come after entropy and vsock"),
         }
+        config.nets = vec![
+            NetSpec {
+                tap: "tap0".into(),
+                mac: None,
+            },
+            NetSpec {
+                tap: "tap1".into(),
+                mac: None,
+            },
+        ];
         config.shared_fs = vec![SharedFsSpec {
             socket_path: "/tmp/fs.sock".into(),
             tag: "rootfs".into(),
         }];
         assert_eq!(
-            virtio_cmdline(&config)[4],
-            "virtio_mmio.device=4K@0xd0004000:9"
+            virtio_cmdline(&config)[6],
+            "virtio_mmio.device=4K@0xd0006000:11"
         );
-        assert!(matches!(virtio_devices(&config)[4], Virtio::SharedFs(_)));
+        let slots = virtio_devices(&config);
+        assert_eq!(slots.len(), 7);
+        assert!(matches!(slots[4], Virtio::Net(n) if n.tap == "tap0"));
+        assert!(matches!(slots[5], Virtio::Net(n) if n.tap == "tap1"));
+        assert!(matches!(slots[6], Virtio::SharedFs(_)));
     }
 }

@@ -1,8 +1,8 @@
-//! `key=value,…` option lists of the repeatable device flags (`--drive`,
+//! `key=value,…` option lists of the repeatable device flags (`--drive`, `--net`,
 //! `--shared-fs`), parsed by
 //! one small shared parser whose errors name the flag and the key.
 
-use cocoon_vmm::{DriveSpec, SharedFsSpec};
+use cocoon_vmm::{DriveSpec, NetSpec, SharedFsSpec};
 
 /// A malformed option list.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -28,6 +28,12 @@ pub enum CliError {
         key: &'static str,
         value: String,
         why: String,
+    },
+    #[error("--{flag}: {source}")]
+    Invalid {
+        flag: &'static str,
+        #[source]
+        source: cocoon_vmm::config::NetSpecError,
     },
 }
 
@@ -112,6 +118,34 @@ pub fn parse_drive(value: &str) -> Result<DriveSpec, CliError> {
     })
 }
 
+/// `--net tap=<ifname>[,mac=<aa:bb:cc:dd:ee:ff>]`.
+pub fn parse_net(value: &str) -> Result<NetSpec, CliError> {
+    let kv = KeyValues::parse("net", value, &["tap", "mac"])?;
+    let mac = kv
+        .get("mac")
+        .map(|m| {
+            m.parse()
+                .map_err(|e: cocoon_vmm::devices::virtio::net::mac::ParseMacError| {
+                    CliError::BadValue {
+                        flag: "net",
+                        key: "mac",
+                        value: m.into(),
+                        why: e.to_string(),
+                    }
+                })
+        })
+        .transpose()?;
+    let spec = NetSpec {
+        tap: kv.required("tap")?.to_owned(),
+        mac,
+    };
+    spec.validate().map_err(|source| CliError::Invalid {
+        flag: "net",
+        source,
+    })?;
+    Ok(spec)
+}
+
 /// `--shared-fs socket=<vhost-user socket>,tag=<tag>`.
 pub fn parse_shared_fs(value: &str) -> Result<SharedFsSpec, CliError> {
     let kv = KeyValues::parse("shared-fs", value, &["socket", "tag"])?;
@@ -132,6 +166,38 @@ pub fn parse_shared_fs(value: &str) -> Result<SharedFsSpec, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_flags() {
+        let spec = parse_net("tap=tap0").unwrap();
+        assert_eq!((spec.tap.as_str(), spec.mac), ("tap0", None));
+        let spec = parse_net("mac=02:00:00:00:00:07,tap=vm1").unwrap();
+        assert_eq!(spec.tap, "vm1");
+        assert_eq!(spec.mac.unwrap().to_string(), "02:00:00:00:00:07");
+        for (bad, says) in [
+            ("", "--net: \"\" is not key=value"),
+            ("tap", "--net: \"tap\" is not key=value"),
+            ("mac=02:00:00:00:00:07", "--net: tap=… is required"),
+            ("tap=", "--net: tap=… is required"),
+            ("tap=a,tap=b", "--net: tap given twice"),
+            (
+                "tap=a,mtu=9000",
+                "--net: unknown key \"mtu\" (known: tap, mac)",
+            ),
+            ("tap=a,mac=zz", "--net: mac=\"zz\": "),
+            (
+                "tap=a,mac=01:00:00:00:00:00",
+                "--net: mac: 01:00:00:00:00:00 is a multicast",
+            ),
+            (
+                "tap=this-name-is-too-long",
+                "--net: tap: \"this-name-is-too-long\"",
+            ),
+        ] {
+            let err = parse_net(bad).unwrap_err().to_string();
+            assert!(err.starts_with(says), "{bad:?}: {err}");
+        }
+    }
 
     #[test]
     fn shared_fs_is_parsed_and_checked() {

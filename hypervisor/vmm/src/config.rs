@@ -4,10 +4,15 @@ use std::path::PathBuf;
 
 use cocoon_vsock::VsockConfig;
 
+use crate::arch::x86_64::layout::{IRQ_MAX, VIRTIO_IRQ_BASE};
 use crate::boot::BootSource;
+use crate::devices::virtio::net::tap::{valid_ifname, MAX_IFNAME_LEN};
+use crate::devices::virtio::net::MacAddr;
 
 /// Most vCPUs: what the MP table holds and our guest kernel's NR_CPUS.
 pub const MAX_VCPUS: u8 = 32;
+/// Most virtio devices: one IOAPIC line each from `VIRTIO_IRQ_BASE` to `IRQ_MAX`.
+pub const MAX_VIRTIO_DEVICES: usize = (IRQ_MAX - VIRTIO_IRQ_BASE + 1) as usize;
 /// Least guest memory.
 pub const MIN_MEMORY_MIB: u32 = 2;
 /// Most guest memory (the MMIO gap leaves 3 GiB below 4 GiB).
@@ -98,6 +103,50 @@ impl SharedFsSpec {
     }
 }
 
+/// A virtio-net device whose host side is the tap interface `tap`: opened as is if it
+/// exists (a persistent tap the runtime made in the pod's network namespace), created
+/// otherwise (and gone again when the VM ends).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSpec {
+    /// The host interface name (at most 15 bytes).
+    pub tap: String,
+    /// The guest's MAC address; unset, a locally administered one derived from `tap`
+    /// (the same on every run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+}
+
+impl NetSpec {
+    /// Checks the fields on their own (`VmConfig::validate` also refuses a tap used
+    /// twice).
+    pub fn validate(&self) -> Result<(), NetSpecError> {
+        if !valid_ifname(&self.tap) {
+            return Err(NetSpecError::Tap(self.tap.clone()));
+        }
+        match self.mac {
+            Some(mac) if mac.is_multicast() || mac.octets() == [0; 6] => {
+                Err(NetSpecError::Mac(mac))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A [`NetSpec`] field that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NetSpecError {
+    #[error(
+        "tap: {0:?} is not an interface name (1 to {MAX_IFNAME_LEN} bytes, no '/', ':', '%' \
+         or whitespace, not '.' or '..')"
+    )]
+    Tap(String),
+    #[error("tap: {0:?} is already used by another net device")]
+    DuplicateTap(String),
+    #[error("mac: {0} is a multicast or all-zero address")]
+    Mac(MacAddr),
+}
+
 /// What to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
@@ -116,6 +165,8 @@ pub struct VmConfig {
     pub drives: Vec<DriveSpec>,
     /// Adds one virtio-fs device each (and shares guest memory with their backends).
     pub shared_fs: Vec<SharedFsSpec>,
+    /// Adds a virtio-net device for each.
+    pub nets: Vec<NetSpec>,
 }
 
 impl VmConfig {
@@ -132,7 +183,17 @@ impl VmConfig {
             vsock: None,
             drives: Vec::new(),
             shared_fs: Vec::new(),
+            nets: Vec::new(),
         }
+    }
+
+    /// How many virtio-mmio slots the configuration takes.
+    pub fn virtio_device_count(&self) -> usize {
+        usize::from(self.entropy)
+            + usize::from(self.vsock.is_some())
+            + self.drives.len()
+            + self.nets.len()
+            + self.shared_fs.len()
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -141,6 +202,10 @@ impl VmConfig {
         }
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(ConfigError::MemoryMib(self.memory_mib));
+        }
+        let virtio = self.virtio_device_count();
+        if virtio > MAX_VIRTIO_DEVICES {
+            return Err(ConfigError::TooManyDevices(virtio));
         }
         if let BootSource::Raw { code, .. } = &self.boot {
             if code.is_empty() {
@@ -162,6 +227,14 @@ impl VmConfig {
                 });
             }
         }
+        for (index, net) in self.nets.iter().enumerate() {
+            let checked = if self.nets[..index].iter().any(|n| n.tap == net.tap) {
+                Err(NetSpecError::DuplicateTap(net.tap.clone()))
+            } else {
+                net.validate()
+            };
+            checked.map_err(|source| ConfigError::Net { index, source })?;
+        }
         Ok(())
     }
 }
@@ -182,6 +255,11 @@ pub enum ConfigError {
     MemoryMib(u32),
     #[error("boot: raw code is empty")]
     EmptyCode,
+    #[error(
+        "{0} virtio devices (entropy, vsock, drives, nets, shared_fs): at most \
+         {MAX_VIRTIO_DEVICES}, one interrupt line each"
+    )]
+    TooManyDevices(usize),
     #[error("vsock")]
     Vsock(#[from] cocoon_vsock::ConfigError),
     #[error("drives[{index}].path: empty")]
@@ -190,6 +268,12 @@ pub enum ConfigError {
     DriveId { index: usize, id: String },
     #[error("shared_fs {tag:?}: {why}")]
     SharedFs { tag: String, why: &'static str },
+    #[error("nets[{index}]")]
+    Net {
+        index: usize,
+        #[source]
+        source: NetSpecError,
+    },
 }
 
 #[cfg(test)]
@@ -224,6 +308,19 @@ mod tests {
             load_addr: 0,
         };
         assert_eq!(VmConfig::new(empty).validate(), Err(ConfigError::EmptyCode));
+        let drive = |i: usize| DriveSpec {
+            path: format!("/d{i}.img").into(),
+            read_only: true,
+            id: None,
+        };
+        let mut many = ok.clone();
+        many.drives = (0..MAX_VIRTIO_DEVICES).map(drive).collect();
+        assert_eq!(many.validate(), Ok(()));
+        many.entropy = true;
+        assert_eq!(
+            many.validate(),
+            Err(ConfigError::TooManyDevices(MAX_VIRTIO_DEVICES + 1))
+        );
         let bad = VmConfig {
             vsock: Some(VsockSpec {
                 guest_cid: 2,
@@ -325,5 +422,66 @@ mod tests {
             r#"{"socket_path": "/s", "tag": "t", "cache": "auto"}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn nets_are_checked() {
+        let raw = BootSource::Raw {
+            code: vec![0x90],
+            load_addr: 0x1000,
+        };
+        let net = |tap: &str, mac: Option<&str>| NetSpec {
+            tap: tap.into(),
+            mac: mac.map(|m| m.parse().unwrap()),
+        };
+        let with = |nets: Vec<NetSpec>| VmConfig {
+            nets,
+            ..VmConfig::new(raw.clone())
+        };
+        let ok = with(vec![
+            net("tap0", None),
+            net("tap1", Some("02:00:00:00:00:01")),
+        ]);
+        assert_eq!(ok.validate(), Ok(()));
+        let cases = [
+            (net("", None), NetSpecError::Tap("".into())),
+            (
+                net("sixteen-bytes-xx", None),
+                NetSpecError::Tap("sixteen-bytes-xx".into()),
+            ),
+            (net("a/b", None), NetSpecError::Tap("a/b".into())),
+            (
+                net("tap2", Some("01:00:5e:00:00:01")),
+                NetSpecError::Mac("01:00:5e:00:00:01".parse().unwrap()),
+            ),
+            (
+                net("tap2", Some("00:00:00:00:00:00")),
+                NetSpecError::Mac(MacAddr([0; 6])),
+            ),
+            (net("tap0", None), NetSpecError::DuplicateTap("tap0".into())),
+        ];
+        for (bad, source) in cases {
+            let config = with(vec![net("tap0", None), bad]);
+            let err = config.validate().unwrap_err();
+            assert_eq!(err, ConfigError::Net { index: 1, source });
+            assert_eq!(err.to_string(), "nets[1]");
+        }
+        let err = net("sixteen-bytes-xx", None).validate().unwrap_err();
+        assert!(
+            err.to_string().starts_with("tap: \"sixteen-bytes-xx\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn net_spec_serde_is_strict() {
+        let spec: NetSpec =
+            serde_json::from_str(r#"{"tap": "tap0", "mac": "02:00:00:00:00:01"}"#).unwrap();
+        assert_eq!(spec.mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
+        let spec: NetSpec = serde_json::from_str(r#"{"tap": "tap0"}"#).unwrap();
+        assert_eq!(spec.mac, None);
+        assert_eq!(serde_json::to_string(&spec).unwrap(), r#"{"tap":"tap0"}"#);
+        assert!(serde_json::from_str::<NetSpec>(r#"{"tap": "t", "mtu": 9000}"#).is_err());
+        assert!(serde_json::from_str::<NetSpec>(r#"{"tap": "t", "mac": "zz"}"#).is_err());
     }
 }

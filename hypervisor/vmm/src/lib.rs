@@ -22,7 +22,7 @@ pub mod vmm;
 pub mod vstate;
 
 pub use boot::BootSource;
-pub use config::{DriveSpec, SerialOutput, SharedFsSpec, VmConfig, VsockSpec};
+pub use config::{DriveSpec, NetSpec, SerialOutput, SharedFsSpec, VmConfig, VsockSpec};
 pub use exit::{CrashCause, ResetCause, VmExit};
 pub use metrics::MetricsSource;
 pub use vmm::{Stopper, VmStats, Vmm};
@@ -58,6 +58,8 @@ pub enum Error {
     Block(#[from] devices::virtio::block::BlockError),
     #[error("virtio-fs device")]
     Fs(#[from] devices::virtio::fs::FsError),
+    #[error("net device")]
+    Net(#[from] devices::virtio::net::NetError),
     #[error("placing a device")]
     Bus(#[from] devices::BusError),
     #[error("virtio queue setup")]

@@ -10,8 +10,8 @@
 //! - with `--debug-exit` (test guests): the byte the guest wrote to port 0x501.
 //!
 //! However the VM ends, the vCPU and device threads are stopped first, the vsock
-//! socket is removed, the drives' locks are released and virtio-fs backends are hung
-//! up on; nothing is left behind but the serial log.
+//! socket is removed, the drives' locks are released, taps the VM created are gone
+//! and virtio-fs backends are hung up on; nothing is left behind but the serial log.
 
 mod cli_args;
 
@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use cocoon_vmm::{
-    BootSource, DriveSpec, SerialOutput, SharedFsSpec, Stopper, VmConfig, VmExit, Vmm, VsockSpec,
+    BootSource, DriveSpec, NetSpec, SerialOutput, SharedFsSpec, Stopper, VmConfig, VmExit, Vmm,
+    VsockSpec,
 };
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -77,6 +78,13 @@ struct Args {
     /// a shared memfd the backend maps. The connection is closed when the VM ends.
     #[arg(long = "shared-fs", value_name = "socket=PATH,tag=TAG", value_parser = cli_args::parse_shared_fs)]
     shared_fs: Vec<SharedFsSpec>,
+    /// Add a virtio-net device on a host tap interface (repeatable, one device each):
+    /// `tap=<ifname>[,mac=<aa:bb:cc:dd:ee:ff>]`. An existing tap (a persistent one the
+    /// runtime made) is used as is; otherwise it is created, and gone when the VM
+    /// ends. Without `mac` the guest gets a locally administered address derived from
+    /// the interface name. No offloads: the guest sends and receives whole frames.
+    #[arg(long = "net", value_name = "tap=IFNAME[,mac=MAC]", value_parser = cli_args::parse_net)]
+    nets: Vec<NetSpec>,
     /// Add the debug-exit port 0x501 (test guests): a write ends the VM with its byte
     /// as the exit status.
     #[arg(long)]
@@ -135,6 +143,7 @@ fn config(args: Args) -> VmConfig {
         }),
         drives: args.drives,
         shared_fs: args.shared_fs,
+        nets: args.nets,
         boot: BootSource::Kernel {
             path: args.kernel,
             cmdline: args.cmdline,

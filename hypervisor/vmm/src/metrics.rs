@@ -5,6 +5,7 @@
 use crate::devices::virtio::block::BlockMetrics;
 use crate::devices::virtio::fs::FsMetrics;
 use crate::devices::virtio::mmio::MmioMetrics;
+use crate::devices::virtio::net::NetMetrics;
 use crate::devices::virtio::rng::RngMetrics;
 use crate::devices::virtio::vsock::VsockGlueMetrics;
 use crate::vstate::vcpu::VcpuMetrics;
@@ -34,6 +35,12 @@ pub enum DeviceMetrics {
     Fs {
         transport: Arc<MmioMetrics>,
         device: Arc<FsMetrics>,
+    },
+    Net {
+        transport: Arc<MmioMetrics>,
+        device: Arc<NetMetrics>,
+        /// The host tap interface.
+        tap: String,
     },
 }
 
@@ -151,6 +158,26 @@ impl MetricsSource {
                     "backend_errors": n(&device.backend_errors),
                     "interrupts": n(&device.interrupts),
                     "interrupt_errors": n(&device.interrupt_errors),
+                }),
+                DeviceMetrics::Net {
+                    transport: t,
+                    device: d,
+                    tap,
+                } => json!({
+                    "type": "net",
+                    "tap": tap,
+                    "transport": transport(t),
+                    "tx_packets": n(&d.tx_packets),
+                    "tx_bytes": n(&d.tx_bytes),
+                    "rx_packets": n(&d.rx_packets),
+                    "rx_bytes": n(&d.rx_bytes),
+                    "tx_dropped": n(&d.tx_dropped),
+                    "rx_dropped": n(&d.rx_dropped),
+                    "bad_descriptors": n(&d.bad_descriptors),
+                    "tap_errors": n(&d.tap_errors),
+                    "queue_errors": n(&d.queue_errors),
+                    "interrupt_errors": n(&d.interrupt_errors),
+                    "wakeups": n(&d.wakeups),
                 }),
             })
             .collect();

@@ -4,11 +4,12 @@
 //! a device sees its queues only once the driver set DRIVER_OK and every ready queue
 //! lies in guest memory. Queue processing uses `virtio_queue::Queue` directly on
 //! `GuestMemoryMmap`: on the notifying vCPU thread for the rng, on a device thread of
-//! its own (woken by an ioeventfd) for vsock.
+//! its own (woken by an ioeventfd) for vsock and net.
 
 pub mod block;
 pub mod fs;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod vsock;
@@ -30,6 +31,7 @@ use vmm_sys_util::eventfd::EventFd;
 pub use block::Block;
 pub use fs::VirtioFs;
 pub use mmio::MmioTransport;
+pub use net::Net;
 pub use rng::Rng;
 pub use vsock::Vsock;
 
