@@ -8,7 +8,8 @@
 //!   CPUID and MSRs;
 //! - [`boot`]: PVH vmlinux and raw test code;
 //! - [`devices`]: the port and MMIO buses, legacy devices, virtio-mmio and its devices;
-//! - [`vmm`]: putting it together: [`Vmm::start`], [`Vmm::wait_timeout`], [`Vmm::stop`].
+//! - [`vmm`]: putting it together: [`Vmm::start`], [`Vmm::wait_timeout`], [`Vmm::stop`];
+//! - [`seccomp`]: a seccomp filter per kind of thread, each thread installing its own.
 
 pub mod arch;
 pub mod boot;
@@ -18,6 +19,7 @@ pub mod devices;
 pub mod exit;
 pub mod host;
 pub mod metrics;
+pub mod seccomp;
 pub mod vmm;
 pub mod vstate;
 

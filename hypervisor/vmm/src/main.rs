@@ -7,11 +7,20 @@
 //! - 2: a vCPU crashed (KVM could not run the guest any further);
 //! - 3: stopped by SIGTERM, SIGINT or SIGHUP;
 //! - 124: `--timeout-s` ran out;
+//! - 159 (128 + SIGSYS): a thread made a system call its seccomp filter forbids
+//!   (`--seccomp trap`, the default: stderr names the call and the thread), or could
+//!   not install its filter;
 //! - with `--debug-exit` (test guests): the byte the guest wrote to port 0x501.
 //!
 //! However the VM ends, the vCPU and device threads are stopped first, the vsock
 //! socket is removed, the drives' locks are released, taps the VM created are gone
 //! and virtio-fs backends are hung up on; nothing is left behind but the serial log.
+//! (A seccomp trap is the exception: the process ends at once, a vsock socket may
+//! remain.)
+//!
+//! Every thread runs under a seccomp filter for its kind ([`cocoon_vmm::seccomp`]):
+//! the vCPU and device threads install theirs as they start; the main thread, once
+//! the VM runs, and the signal and metrics threads install the VMM filter.
 
 mod cli_args;
 
@@ -24,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use cocoon_vmm::seccomp::{self, ThreadKind};
 use cocoon_vmm::{
     BootSource, DriveSpec, NetSpec, SerialOutput, SharedFsSpec, Stopper, VmConfig, VmExit, Vmm,
     VsockSpec,
@@ -98,6 +108,11 @@ struct Args {
     metrics: Option<PathBuf>,
     #[arg(long, default_value_t = 1000, requires = "metrics")]
     metrics_interval_ms: u64,
+    /// Seccomp filters: `trap` (a forbidden system call ends the VMM with status 159,
+    /// naming the call and the thread on stderr), `log` (allowed, logged by the
+    /// kernel: for finding what a filter lacks) or `off`.
+    #[arg(long, value_name = "MODE", default_value_t = seccomp::Mode::Trap)]
+    seccomp: seccomp::Mode,
 }
 
 fn main() -> ExitCode {
@@ -155,6 +170,8 @@ fn config(args: Args) -> VmConfig {
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let timeout = args.timeout_s.map(Duration::from_secs);
+    // Compiled before any thread exists; each thread installs its own filter.
+    seccomp::prepare(args.seccomp).context("preparing the seccomp filters")?;
     // Blocked before any thread exists, so every thread inherits it and the signals
     // wait in the signalfd (even those that arrive while the VM is being built).
     let mut signals = SigSet::empty();
@@ -173,6 +190,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let signalled = Arc::new(AtomicI32::new(0));
     spawn_signal_thread(signal_fd, vmm.stopper(), signalled.clone())?;
+    seccomp::apply(ThreadKind::Vmm);
     let exit = match timeout {
         Some(t) => vmm.wait_timeout(t),
         None => Some(vmm.wait()),
@@ -222,15 +240,18 @@ fn spawn_metrics_thread(
     let (tx, rx) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || loop {
-            if let Err(e) = source.write(&path, &[]) {
-                tracing::warn!(path = %path.display(), error = %e, "could not write the metrics");
-            }
-            if !matches!(
-                rx.recv_timeout(interval),
-                Err(mpsc::RecvTimeoutError::Timeout)
-            ) {
-                break;
+        .spawn(move || {
+            seccomp::apply(ThreadKind::Vmm);
+            loop {
+                if let Err(e) = source.write(&path, &[]) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not write the metrics");
+                }
+                if !matches!(
+                    rx.recv_timeout(interval),
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    break;
+                }
             }
         })
         .context("starting the metrics thread")?;
@@ -246,6 +267,7 @@ fn spawn_signal_thread(
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            seccomp::apply(ThreadKind::Vmm);
             if let Ok(Some(info)) = fd.read_signal() {
                 let signo = info.ssi_signo as i32;
                 tracing::info!(signal = signo, "stopping the VM");

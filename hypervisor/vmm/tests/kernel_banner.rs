@@ -92,7 +92,7 @@ fn kernel_boots_over_pvh_and_prints_its_banner() {
         })
     };
     let start = Instant::now();
-    let vmm = Vmm::start(config).expect("VM starts");
+    let vmm = common::start(config);
     let (found, text) = wait_for(&vmm, &log, BANNER, BANNER_TIMEOUT);
     let banner_at = start.elapsed();
     eprintln!(

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cocoon_vmm::{SharedFsSpec, VmExit, Vmm};
+use cocoon_vmm::{SharedFsSpec, VmExit};
 use common::asm::Asm;
 use common::mmio::*;
 use common::virtiofsd::Virtiofsd;
@@ -141,7 +141,7 @@ fn guest_driver_talks_fuse_to_virtiofsd() {
         socket_path: fsd.socket.clone(),
         tag: "shared".into(),
     }];
-    let vmm = Vmm::start(config).expect("VM starts");
+    let vmm = common::start(config);
     let exit = vmm
         .wait_timeout(Duration::from_secs(20))
         .expect("the guest driver finished");

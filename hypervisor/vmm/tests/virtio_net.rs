@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cocoon_vmm::devices::virtio::net::MacAddr;
-use cocoon_vmm::{NetSpec, VmExit, Vmm};
+use cocoon_vmm::{NetSpec, VmExit};
 use common::asm::Asm;
 use common::mmio::*;
 use common::{kvm_or_skip, raw_config, CODE_ADDR};
@@ -149,7 +149,7 @@ fn guest_driver_gets_an_arp_reply_from_the_host() {
     }];
 
     let start = Instant::now();
-    let vmm = Vmm::start(config).expect("VM starts");
+    let vmm = common::start(config);
     assert!(link_exists(&tap), "the VM created its tap");
     // No IPv6, so the kernel sends nothing of its own before the reply.
     std::fs::write(format!("/proc/sys/net/ipv6/conf/{tap}/disable_ipv6"), "1").ok();

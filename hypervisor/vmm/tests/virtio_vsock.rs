@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use cocoon_vmm::{VmExit, Vmm, VsockSpec};
+use cocoon_vmm::{VmExit, VsockSpec};
 use common::asm::Asm;
 use common::mmio::*;
 use common::{kvm_or_skip, raw_config};
@@ -135,7 +135,7 @@ fn guest_driver_accepts_a_host_connection_and_sends_bytes() {
         uds_path: uds.clone(),
     });
     let start = Instant::now();
-    let vmm = Vmm::start(config).expect("VM starts");
+    let vmm = common::start(config);
     assert!(
         uds.exists(),
         "the hybrid socket exists once the VM is built"

@@ -3,12 +3,15 @@
 //! Devices with host-side I/O (vsock) run an epoll loop on a thread of their own,
 //! woken by KVM ioeventfds (queue notifications), their host fds and a stop event.
 //! The loop owns the device's host resources, so ending the thread releases them
-//! (for vsock: its unix socket is removed).
+//! (for vsock: its unix socket is removed). The thread's first action is installing
+//! the device seccomp filter ([`seccomp::apply`]), when filters are on.
 
 use std::io;
 use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::seccomp::{self, ThreadKind};
 
 /// A running device thread. Dropping it stops the thread and waits for it.
 pub struct DeviceThread {
@@ -18,8 +21,8 @@ pub struct DeviceThread {
 }
 
 impl DeviceThread {
-    /// Spawns `run` on a thread called `name`; `run` gets the stop event, which it must
-    /// watch and return on.
+    /// Spawns `run` on a thread called `name`, under the [`ThreadKind::Device`] seccomp
+    /// filter; `run` gets the stop event, which it must watch and return on.
     pub fn spawn<F>(name: &str, run: F) -> io::Result<DeviceThread>
     where
         F: FnOnce(EventFd) + Send + 'static,
@@ -28,7 +31,10 @@ impl DeviceThread {
         let theirs = stop.try_clone()?;
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || run(theirs))?;
+            .spawn(move || {
+                seccomp::apply(ThreadKind::Device);
+                run(theirs)
+            })?;
         Ok(DeviceThread {
             name: name.to_owned(),
             stop,

@@ -98,7 +98,10 @@ impl Vcpu {
         let index = self.index;
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
-            .spawn(move || self.run(shared))
+            .spawn(move || {
+                crate::seccomp::apply(crate::seccomp::ThreadKind::Vcpu);
+                self.run(shared)
+            })
             .map_err(VcpuError::Spawn)?;
         Ok(VcpuHandle { index, thread })
     }

@@ -3,12 +3,15 @@
 #![allow(dead_code)]
 
 pub mod asm;
+pub mod guest;
 pub mod mmio;
+pub mod pvh;
 pub mod virtiofsd;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use cocoon_vmm::seccomp::{self, Mode};
 use cocoon_vmm::{BootSource, SerialOutput, VmConfig, VmExit, Vmm};
 
 /// Where test code is loaded and entered (1 MiB).
@@ -22,6 +25,19 @@ pub fn kvm_or_skip(test: &str) -> bool {
         eprintln!("SKIP {test}: this host has no /dev/kvm");
     }
     present
+}
+
+/// Seccomp filters on, as the `cocoon-vmm` binary has them by default: the vCPU and
+/// device threads of the test's VMs run under their filters, and a call a filter
+/// lacks ends the test process with status 159, naming the call and the thread.
+pub fn seccomp_on() {
+    seccomp::prepare(Mode::Trap).expect("the seccomp filters compile");
+}
+
+/// Starts `config` with seccomp filters on.
+pub fn start(config: VmConfig) -> Vmm {
+    seccomp_on();
+    Vmm::start(config).expect("VM starts")
 }
 
 /// A configuration for raw test code: 1 vCPU, 32 MiB, debug-exit port, serial log.
@@ -53,10 +69,10 @@ pub fn run(config: VmConfig, timeout: Duration) -> Outcome {
         SerialOutput::File(path) => Some(path.clone()),
         _ => None,
     };
-    let start = Instant::now();
-    let vmm = Vmm::start(config).expect("VM starts");
+    let started = Instant::now();
+    let vmm = start(config);
     let exit = vmm.wait_timeout(timeout);
-    let elapsed = start.elapsed();
+    let elapsed = started.elapsed();
     let serial = log
         .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
         .unwrap_or_default();
