@@ -1,5 +1,6 @@
 //! Starting a VM's processes, per backend, and the files they use in its run directory.
 
+use crate::builtin::api_client::ApiClient;
 use crate::builtin::{self, BuiltinPaths};
 use crate::config::{Programs, ValidVmConfig};
 use crate::console;
@@ -13,6 +14,8 @@ use std::time::Duration;
 
 /// The hybrid vsock socket inside the run directory.
 pub const VSOCK_SOCKET: &str = "vsock.sock";
+/// cocoon-vmm's control API socket inside the run directory.
+pub const API_SOCKET: &str = "api.sock";
 const VHOST_USER_SOCKET: &str = "vhost-user.sock";
 const VIRTIOFS_SOCKET: &str = "virtiofs.sock";
 const CONSOLE_LOG: &str = "console.log";
@@ -22,8 +25,8 @@ const VIRTIOFSD_LOG: &str = "virtiofsd.log";
 /// cocoon-vmm's metrics (JSON, rewritten every second and at the end).
 pub const METRICS: &str = "metrics.json";
 
-/// How long a device process (or the vsock device inside cocoon-vmm) may take to bind
-/// its socket.
+/// How long a device process (or cocoon-vmm its API socket) may take to bind its
+/// socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
 
 /// The files of one VM in its run directory.
@@ -31,6 +34,8 @@ const SOCKET_WAIT: Duration = Duration::from_secs(5);
 pub struct RunPaths {
     pub run_dir: PathBuf,
     pub vsock_socket: PathBuf,
+    /// cocoon-vmm's control API (builtin backend).
+    pub api_socket: PathBuf,
     pub vhost_user_socket: PathBuf,
     /// virtiofsd's vhost-user socket (QEMU backend with a shared filesystem).
     pub virtiofs_socket: PathBuf,
@@ -48,6 +53,7 @@ impl RunPaths {
         RunPaths {
             run_dir: run_dir.to_path_buf(),
             vsock_socket: run_dir.join(VSOCK_SOCKET),
+            api_socket: run_dir.join(API_SOCKET),
             vhost_user_socket: run_dir.join(VHOST_USER_SOCKET),
             virtiofs_socket: run_dir.join(VIRTIOFS_SOCKET),
             console_log: run_dir.join(CONSOLE_LOG),
@@ -156,7 +162,8 @@ async fn launch_qemu(
     spawn(Role::Vmm, qemu, args, &paths.vmm_log)
 }
 
-/// `cocoon-vmm` alone; it is up once its vsock socket exists.
+/// `cocoon-vmm` alone: started with its API socket, then the VM configured and
+/// started over it. The VM runs (its vsock socket exists) once the start is answered.
 async fn launch_builtin(
     cfg: &ValidVmConfig,
     vmm: &Path,
@@ -166,18 +173,34 @@ async fn launch_builtin(
         console_log: paths.console_log.clone(),
         vsock_socket: paths.vsock_socket.clone(),
         metrics: paths.run_dir.join(METRICS),
+        api_socket: paths.api_socket.clone(),
     };
-    let args = builtin::vmm_args(cfg, &builtin_paths);
-    let proc = spawn(Role::Vmm, vmm, args, &paths.vmm_log)?;
-    match process::wait_for_path(&paths.vsock_socket, &proc, SOCKET_WAIT).await {
+    let proc = spawn(
+        Role::Vmm,
+        vmm,
+        builtin::vmm_args(&builtin_paths),
+        &paths.vmm_log,
+    )?;
+    let started = async {
+        process::wait_for_path(&paths.api_socket, &proc, SOCKET_WAIT)
+            .await
+            .map_err(|e| format!("no API socket: {e}"))?;
+        let api = ApiClient::new(&paths.api_socket);
+        let config = builtin::vmm_config(cfg, &builtin_paths);
+        // A VMM that dies mid-request ends the request with it.
+        builtin::configure_and_start(&api, &config)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match started.await {
         Ok(()) => Ok(Launched {
             vmm: proc,
             devices: Vec::new(),
         }),
-        Err(e) => {
+        Err(why) => {
             proc.kill_and_reap().await;
             Err(VmError::VmmStart {
-                why: e.to_string(),
+                why,
                 log: console::tail(&paths.vmm_log, 5),
             })
         }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use cocoon_vsock::VsockConfig;
+use serde::{Deserialize, Serialize};
 
 use crate::boot::BootSource;
 
@@ -13,8 +14,10 @@ pub const MIN_MEMORY_MIB: u32 = 2;
 /// Most guest memory (the MMIO gap leaves 3 GiB below 4 GiB).
 pub const MAX_MEMORY_MIB: u32 = 256 * 1024;
 
-/// Where the serial console's output goes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Where the serial console's output goes. JSON: `"discard"`, `"stdout"`,
+/// `{"file": "/path"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SerialOutput {
     #[default]
     Discard,
@@ -26,26 +29,43 @@ pub enum SerialOutput {
 
 /// The vsock device: the guest's context id and the hybrid-vsock socket on the host
 /// (created at start, removed when the VM ends).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VsockSpec {
     pub guest_cid: u64,
     pub uds_path: PathBuf,
 }
 
-/// What to build.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What to build. As JSON (the API's `PUT /vm/config`), every field but `boot` may be
+/// left out and takes the value [`VmConfig::new`] gives it; unknown fields are refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VmConfig {
+    #[serde(default = "default_vcpus")]
     pub vcpus: u8,
+    #[serde(default = "default_memory_mib")]
     pub memory_mib: u32,
     pub boot: BootSource,
     /// Where the serial console's output goes.
+    #[serde(default)]
     pub serial: SerialOutput,
     /// Adds the debug-exit port (test guests).
+    #[serde(default)]
     pub debug_exit: bool,
     /// Adds a virtio-rng device.
+    #[serde(default)]
     pub entropy: bool,
     /// Adds a virtio-vsock device.
+    #[serde(default)]
     pub vsock: Option<VsockSpec>,
+}
+
+fn default_vcpus() -> u8 {
+    1
+}
+
+fn default_memory_mib() -> u32 {
+    128
 }
 
 impl VmConfig {
@@ -53,8 +73,8 @@ impl VmConfig {
     /// optional devices.
     pub fn new(boot: BootSource) -> VmConfig {
         VmConfig {
-            vcpus: 1,
-            memory_mib: 128,
+            vcpus: default_vcpus(),
+            memory_mib: default_memory_mib(),
             boot,
             serial: SerialOutput::Discard,
             debug_exit: false,

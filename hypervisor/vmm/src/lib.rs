@@ -8,8 +8,12 @@
 //!   CPUID and MSRs;
 //! - [`boot`]: PVH vmlinux and raw test code;
 //! - [`devices`]: the port and MMIO buses, legacy devices, virtio-mmio and its devices;
-//! - [`vmm`]: putting it together: [`Vmm::start`], [`Vmm::wait_timeout`], [`Vmm::stop`].
+//! - [`vmm`]: putting it together: [`Vmm::start`], [`Vmm::wait_timeout`], [`Vmm::pause`],
+//!   [`Vmm::resume`], [`Vmm::stop`];
+//! - [`api`]: the control API (HTTP/1.1 over a unix socket) and the [`api::VmSlot`] it
+//!   shares with the thread that owns the VM.
 
+pub mod api;
 pub mod arch;
 pub mod boot;
 mod builder;
@@ -25,7 +29,7 @@ pub use boot::BootSource;
 pub use config::{SerialOutput, VmConfig, VsockSpec};
 pub use exit::{CrashCause, ResetCause, VmExit};
 pub use metrics::MetricsSource;
-pub use vmm::{Stopper, VmStats, Vmm};
+pub use vmm::{DeviceInfo, PauseError, Stopper, VmStats, Vmm};
 
 use std::path::PathBuf;
 
