@@ -187,10 +187,6 @@ impl VmConfig {
 
     /// The builtin VMM runs on KVM or not at all.
     fn builtin_programs(&self) -> Result<(Detected, Programs), ConfigError> {
-        // TODO(issue 5): a virtio-fs device in cocoon-vmm.
-        if self.shared_fs.is_some() {
-            return Err(ConfigError::BuiltinSharedFs);
-        }
         if self.vcpus > BUILTIN_MAX_VCPUS {
             return Err(ConfigError::BuiltinVcpus(self.vcpus));
         }
@@ -210,7 +206,11 @@ impl VmConfig {
         }
         let vmm =
             find_program(&self.vmm).ok_or_else(|| ConfigError::VmmMissing(self.vmm.clone()))?;
-        Ok((accel, Programs::Builtin { vmm }))
+        let virtiofsd = match &self.shared_fs {
+            Some(_) => Some(virtiofs::find_virtiofsd(self.virtiofsd.as_deref())?),
+            None => None,
+        };
+        Ok((accel, Programs::Builtin { vmm, virtiofsd }))
     }
 }
 
@@ -224,8 +224,12 @@ pub enum Programs {
         vsock_backend: PathBuf,
         virtiofsd: Option<PathBuf>,
     },
-    /// `cocoon-vmm`, with the vsock device inside.
-    Builtin { vmm: PathBuf },
+    /// `cocoon-vmm`, with the vsock device inside, and, for a shared filesystem,
+    /// virtiofsd (cocoon-vmm is its vhost-user frontend).
+    Builtin {
+        vmm: PathBuf,
+        virtiofsd: Option<PathBuf>,
+    },
 }
 
 /// A config that passed [`VmConfig::validate`].
@@ -276,8 +280,6 @@ pub enum ConfigError {
     SharedFsTag { tag: String, why: &'static str },
     #[error("virtiofsd: {0} not found or not executable; {VIRTIOFSD_INSTALL}")]
     VirtiofsdMissing(String),
-    #[error("shared_fs: the builtin backend has no virtio-fs device yet; use the qemu backend")]
-    BuiltinSharedFs,
 }
 
 fn check_readable(field: &'static str, path: &Path) -> Result<(), ConfigError> {
@@ -467,7 +469,8 @@ mod tests {
         assert_eq!(
             v.programs,
             Programs::Builtin {
-                vmm: f.dir.path().join("vmm")
+                vmm: f.dir.path().join("vmm"),
+                virtiofsd: None,
             }
         );
         // No vsock device process: its binary need not exist.
@@ -535,13 +538,21 @@ mod tests {
     }
 
     #[test]
-    fn builtin_refuses_a_shared_fs() {
+    fn builtin_serves_a_shared_fs_through_virtiofsd() {
         let f = Files::new();
         let mut c = f.shared();
         c.backend = Backend::Builtin;
         c.accel = AccelChoice::Kvm;
-        let e = err(&c);
-        assert!(e.starts_with("shared_fs: the builtin backend"), "{e}");
+        let v = c.validate().unwrap();
+        assert_eq!(
+            v.programs,
+            Programs::Builtin {
+                vmm: f.dir.path().join("vmm"),
+                virtiofsd: Some(f.dir.path().join("virtiofsd")),
+            }
+        );
+        c.virtiofsd = Some("virtiofsd-does-not-exist".into());
+        assert!(err(&c).starts_with("virtiofsd: virtiofsd-does-not-exist"));
     }
 
     #[test]

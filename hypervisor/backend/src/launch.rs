@@ -1,5 +1,6 @@
 //! Starting a VM's processes, per backend, and the files they use in its run directory.
 
+use crate::builtin::api_client::ApiClient;
 use crate::builtin::{self, BuiltinPaths};
 use crate::config::{Programs, ValidVmConfig};
 use crate::console;
@@ -13,6 +14,8 @@ use std::time::Duration;
 
 /// The hybrid vsock socket inside the run directory.
 pub const VSOCK_SOCKET: &str = "vsock.sock";
+/// cocoon-vmm's control API socket inside the run directory.
+pub const API_SOCKET: &str = "api.sock";
 const VHOST_USER_SOCKET: &str = "vhost-user.sock";
 const VIRTIOFS_SOCKET: &str = "virtiofs.sock";
 const CONSOLE_LOG: &str = "console.log";
@@ -22,8 +25,8 @@ const VIRTIOFSD_LOG: &str = "virtiofsd.log";
 /// cocoon-vmm's metrics (JSON, rewritten every second and at the end).
 pub const METRICS: &str = "metrics.json";
 
-/// How long a device process (or the vsock device inside cocoon-vmm) may take to bind
-/// its socket.
+/// How long a device process (or cocoon-vmm its API socket) may take to bind its
+/// socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
 
 /// The files of one VM in its run directory.
@@ -31,6 +34,8 @@ const SOCKET_WAIT: Duration = Duration::from_secs(5);
 pub struct RunPaths {
     pub run_dir: PathBuf,
     pub vsock_socket: PathBuf,
+    /// cocoon-vmm's control API (builtin backend).
+    pub api_socket: PathBuf,
     pub vhost_user_socket: PathBuf,
     /// virtiofsd's vhost-user socket (QEMU backend with a shared filesystem).
     pub virtiofs_socket: PathBuf,
@@ -48,6 +53,7 @@ impl RunPaths {
         RunPaths {
             run_dir: run_dir.to_path_buf(),
             vsock_socket: run_dir.join(VSOCK_SOCKET),
+            api_socket: run_dir.join(API_SOCKET),
             vhost_user_socket: run_dir.join(VHOST_USER_SOCKET),
             virtiofs_socket: run_dir.join(VIRTIOFS_SOCKET),
             console_log: run_dir.join(CONSOLE_LOG),
@@ -71,7 +77,8 @@ impl RunPaths {
 #[derive(Debug)]
 pub struct Launched {
     pub vmm: VmProcess,
-    /// The device processes beside the VMM (QEMU backend): virtiofsd, the vsock device.
+    /// The device processes beside the VMM: virtiofsd (either backend), the vsock
+    /// device (QEMU backend).
     pub devices: Vec<VmProcess>,
 }
 
@@ -103,7 +110,19 @@ pub async fn launch(cfg: &ValidVmConfig, paths: &RunPaths) -> Result<Launched, V
                 }
             }
         }
-        Programs::Builtin { vmm } => launch_builtin(cfg, vmm, paths).await,
+        Programs::Builtin { vmm, virtiofsd } => {
+            let mut devices = Vec::new();
+            let vmm = launch_builtin(cfg, vmm, virtiofsd.as_deref(), paths, &mut devices).await;
+            match vmm {
+                Ok(vmm) => Ok(Launched { vmm, devices }),
+                Err(e) => {
+                    for d in &devices {
+                        d.kill_and_reap().await;
+                    }
+                    Err(e)
+                }
+            }
+        }
     }
 }
 
@@ -117,18 +136,7 @@ async fn launch_qemu(
     paths: &RunPaths,
     devices: &mut Vec<VmProcess>,
 ) -> Result<VmProcess, VmError> {
-    if let (Some(fs), Some(program)) = (&cfg.config.shared_fs, virtiofsd) {
-        let args = virtiofs::virtiofsd_args(&fs.host_dir, &paths.virtiofs_socket);
-        let proc = spawn_device(
-            Role::Virtiofsd,
-            program,
-            args,
-            paths,
-            &paths.virtiofs_socket,
-        )
-        .await;
-        devices.push(proc.map_err(|(why, log)| VmError::SharedFs { why, log })?);
-    }
+    start_virtiofsd(cfg, virtiofsd, paths, devices).await?;
     let args: Vec<OsString> = vec![
         "--socket".into(),
         paths.vhost_user_socket.clone().into(),
@@ -156,32 +164,73 @@ async fn launch_qemu(
     spawn(Role::Vmm, qemu, args, &paths.vmm_log)
 }
 
-/// `cocoon-vmm` alone; it is up once its vsock socket exists.
+/// `cocoon-vmm` alone: started with its API socket, then the VM configured and
+/// started over it. The VM runs (its vsock socket exists) once the start is answered.
 async fn launch_builtin(
     cfg: &ValidVmConfig,
     vmm: &Path,
+    virtiofsd: Option<&Path>,
     paths: &RunPaths,
-) -> Result<Launched, VmError> {
+    devices: &mut Vec<VmProcess>,
+) -> Result<VmProcess, VmError> {
+    start_virtiofsd(cfg, virtiofsd, paths, devices).await?;
     let builtin_paths = BuiltinPaths {
         console_log: paths.console_log.clone(),
         vsock_socket: paths.vsock_socket.clone(),
         metrics: paths.run_dir.join(METRICS),
+        api_socket: paths.api_socket.clone(),
+        virtiofs_socket: paths.virtiofs_socket.clone(),
     };
-    let args = builtin::vmm_args(cfg, &builtin_paths);
-    let proc = spawn(Role::Vmm, vmm, args, &paths.vmm_log)?;
-    match process::wait_for_path(&paths.vsock_socket, &proc, SOCKET_WAIT).await {
-        Ok(()) => Ok(Launched {
-            vmm: proc,
-            devices: Vec::new(),
-        }),
-        Err(e) => {
+    let proc = spawn(
+        Role::Vmm,
+        vmm,
+        builtin::vmm_args(&builtin_paths),
+        &paths.vmm_log,
+    )?;
+    let started = async {
+        process::wait_for_path(&paths.api_socket, &proc, SOCKET_WAIT)
+            .await
+            .map_err(|e| format!("no API socket: {e}"))?;
+        let api = ApiClient::new(&paths.api_socket);
+        let config = builtin::vmm_config(cfg, &builtin_paths);
+        // A VMM that dies mid-request ends the request with it.
+        builtin::configure_and_start(&api, &config)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match started.await {
+        Ok(()) => Ok(proc),
+        Err(why) => {
             proc.kill_and_reap().await;
             Err(VmError::VmmStart {
-                why: e.to_string(),
+                why,
                 log: console::tail(&paths.vmm_log, 5),
             })
         }
     }
+}
+
+/// virtiofsd for a config with a shared filesystem (both backends: the VMM connects
+/// to its socket when it builds the VM), pushed onto `devices`.
+async fn start_virtiofsd(
+    cfg: &ValidVmConfig,
+    virtiofsd: Option<&Path>,
+    paths: &RunPaths,
+    devices: &mut Vec<VmProcess>,
+) -> Result<(), VmError> {
+    if let (Some(fs), Some(program)) = (&cfg.config.shared_fs, virtiofsd) {
+        let args = virtiofs::virtiofsd_args(&fs.host_dir, &paths.virtiofs_socket);
+        let proc = spawn_device(
+            Role::Virtiofsd,
+            program,
+            args,
+            paths,
+            &paths.virtiofs_socket,
+        )
+        .await;
+        devices.push(proc.map_err(|(why, log)| VmError::SharedFs { why, log })?);
+    }
+    Ok(())
 }
 
 /// Starts a device process and waits for its vhost-user socket. On failure the process

@@ -80,8 +80,9 @@ impl Vm {
     /// Launches the VM of `cfg`: creates its run directory (which must not exist yet)
     /// and starts the backend's processes (QEMU: virtiofsd when a shared filesystem is
     /// configured and the vsock device, each until its socket exists, then QEMU;
-    /// builtin: `cocoon-vmm`, until its vsock socket exists). Returns once the VMM runs;
-    /// the guest is booting.
+    /// builtin: `cocoon-vmm`, then the VM configured and started over its control API,
+    /// whose errors come back as [`VmError::VmmStart`] with the VMM's message).
+    /// Returns once the VMM runs; the guest is booting.
     pub async fn start(cfg: &ValidVmConfig) -> Result<Vm, VmError> {
         let run_dir = cfg.config.run_dir.clone();
         create_run_dir(&run_dir)?;

@@ -22,6 +22,7 @@ use crate::devices::virtio::{
 use crate::devices::Bus;
 use crate::exit::ExitLatch;
 use crate::metrics::DeviceMetrics;
+use crate::vmm::DeviceInfo;
 use crate::vstate::vm::Vm;
 use crate::Error;
 
@@ -32,6 +33,8 @@ pub struct Devices {
     pub threads: Vec<DeviceThread>,
     /// The virtio devices' counters, in slot order.
     pub metrics: Vec<DeviceMetrics>,
+    /// The virtio devices' places and host sides, in slot order.
+    pub info: Vec<DeviceInfo>,
 }
 
 /// The virtio devices of a VM, in slot order.
@@ -79,6 +82,7 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
         mmio: Bus::new(),
         threads: Vec::new(),
         metrics: Vec::new(),
+        info: Vec::new(),
     };
     let serial_irq = new_irq(vm, COM1_GSI)?;
     let out = serial_output(&config.serial)?;
@@ -124,6 +128,13 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
                     glue,
                     device,
                 });
+                describe_host(
+                    &mut devices,
+                    [
+                        ("uds_path", spec.uds_path.to_string_lossy().into()),
+                        ("guest_cid", spec.guest_cid.into()),
+                    ],
+                );
             }
             Virtio::Drive(spec) => {
                 let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
@@ -204,13 +215,23 @@ fn add_virtio(
     device: Box<dyn VirtioDevice>,
 ) -> Result<Arc<MmioMetrics>, Error> {
     let (base, gsi) = slot_place(slot);
+    let info = DeviceInfo::new(device.device_type(), base, VIRTIO_MMIO_SIZE, gsi);
     let interrupt = Arc::new(VirtioInterrupt::new(new_irq(vm, gsi)?));
     let transport = MmioTransport::new(device, vm.memory().clone(), interrupt)?;
     let metrics = transport.metrics();
     devices
         .mmio
         .insert(base, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)))?;
+    devices.info.push(info);
     Ok(metrics)
+}
+
+/// Records the host side of the virtio device added last.
+fn describe_host<const N: usize>(devices: &mut Devices, host: [(&str, serde_json::Value); N]) {
+    if let Some(info) = devices.info.last_mut() {
+        info.host
+            .extend(host.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    }
 }
 
 /// An eventfd wired to interrupt line `gsi`.

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use cocoon_vsock::VsockConfig;
+use serde::{Deserialize, Serialize};
 
 use crate::arch::x86_64::layout::{IRQ_MAX, VIRTIO_IRQ_BASE};
 use crate::boot::BootSource;
@@ -18,8 +19,10 @@ pub const MIN_MEMORY_MIB: u32 = 2;
 /// Most guest memory (the MMIO gap leaves 3 GiB below 4 GiB).
 pub const MAX_MEMORY_MIB: u32 = 256 * 1024;
 
-/// Where the serial console's output goes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Where the serial console's output goes. JSON: `"discard"`, `"stdout"`,
+/// `{"file": "/path"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SerialOutput {
     #[default]
     Discard,
@@ -31,7 +34,8 @@ pub enum SerialOutput {
 
 /// The vsock device: the guest's context id and the hybrid-vsock socket on the host
 /// (created at start, removed when the VM ends).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VsockSpec {
     pub guest_cid: u64,
     pub uds_path: PathBuf,
@@ -40,7 +44,7 @@ pub struct VsockSpec {
 /// A virtio-blk drive: a raw disk image on the host (a regular file or a block
 /// device), locked while the VM runs — exclusively, or shared when read-only — so two
 /// VMs never write one disk.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriveSpec {
     pub path: PathBuf,
@@ -79,7 +83,7 @@ impl DriveSpec {
 /// `socket_path`; the guest mounts it by `tag` (`mount -t virtiofs <tag> <dir>`).
 /// The backend must be listening by the time the VM is built (a few seconds of
 /// grace); guest memory is then shared with it (a memfd).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedFsSpec {
     /// The backend's vhost-user unix socket.
@@ -106,7 +110,7 @@ impl SharedFsSpec {
 /// A virtio-net device whose host side is the tap interface `tap`: opened as is if it
 /// exists (a persistent tap the runtime made in the pod's network namespace), created
 /// otherwise (and gone again when the VM ends).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetSpec {
     /// The host interface name (at most 15 bytes).
@@ -147,26 +151,46 @@ pub enum NetSpecError {
     Mac(MacAddr),
 }
 
-/// What to build.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What to build. As JSON (the API's `PUT /vm/config`), every field but `boot` may be
+/// left out and takes the value [`VmConfig::new`] gives it; unknown fields are refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VmConfig {
+    #[serde(default = "default_vcpus")]
     pub vcpus: u8,
+    #[serde(default = "default_memory_mib")]
     pub memory_mib: u32,
     pub boot: BootSource,
     /// Where the serial console's output goes.
+    #[serde(default)]
     pub serial: SerialOutput,
     /// Adds the debug-exit port (test guests).
+    #[serde(default)]
     pub debug_exit: bool,
     /// Adds a virtio-rng device.
+    #[serde(default)]
     pub entropy: bool,
     /// Adds a virtio-vsock device.
+    #[serde(default)]
     pub vsock: Option<VsockSpec>,
     /// virtio-blk devices, in slot order after entropy and vsock.
+    #[serde(default)]
     pub drives: Vec<DriveSpec>,
-    /// Adds one virtio-fs device each (and shares guest memory with their backends).
-    pub shared_fs: Vec<SharedFsSpec>,
-    /// Adds a virtio-net device for each.
+    /// Adds a virtio-net device for each, after the drives.
+    #[serde(default)]
     pub nets: Vec<NetSpec>,
+    /// Adds one virtio-fs device each, after the nets (and shares guest memory with
+    /// their backends).
+    #[serde(default)]
+    pub shared_fs: Vec<SharedFsSpec>,
+}
+
+fn default_vcpus() -> u8 {
+    1
+}
+
+fn default_memory_mib() -> u32 {
+    128
 }
 
 impl VmConfig {
@@ -174,8 +198,8 @@ impl VmConfig {
     /// optional devices.
     pub fn new(boot: BootSource) -> VmConfig {
         VmConfig {
-            vcpus: 1,
-            memory_mib: 128,
+            vcpus: default_vcpus(),
+            memory_mib: default_memory_mib(),
             boot,
             serial: SerialOutput::Discard,
             debug_exit: false,

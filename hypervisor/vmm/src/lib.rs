@@ -8,9 +8,13 @@
 //!   CPUID and MSRs;
 //! - [`boot`]: PVH vmlinux and raw test code;
 //! - [`devices`]: the port and MMIO buses, legacy devices, virtio-mmio and its devices;
-//! - [`vmm`]: putting it together: [`Vmm::start`], [`Vmm::wait_timeout`], [`Vmm::stop`];
+//! - [`vmm`]: putting it together: [`Vmm::start`], [`Vmm::wait_timeout`], [`Vmm::pause`],
+//!   [`Vmm::resume`], [`Vmm::stop`];
+//! - [`api`]: the control API (HTTP/1.1 over a unix socket) and the [`api::VmSlot`] it
+//!   shares with the thread that owns the VM;
 //! - [`seccomp`]: a seccomp filter per kind of thread, each thread installing its own.
 
+pub mod api;
 pub mod arch;
 pub mod boot;
 mod builder;
@@ -27,7 +31,7 @@ pub use boot::BootSource;
 pub use config::{DriveSpec, NetSpec, SerialOutput, SharedFsSpec, VmConfig, VsockSpec};
 pub use exit::{CrashCause, ResetCause, VmExit};
 pub use metrics::MetricsSource;
-pub use vmm::{Stopper, VmStats, Vmm};
+pub use vmm::{DeviceInfo, PauseError, Stopper, VmStats, Vmm};
 
 use std::path::PathBuf;
 

@@ -1,9 +1,19 @@
 //! The builtin backend: `cocoon-vmm`, Cocoon's own KVM VMM — one process per VM with
 //! the vsock device inside it (no vhost-user, no second process, private guest RAM).
+//! A shared filesystem adds virtiofsd beside it, as on the QEMU backend: cocoon-vmm
+//! is its vhost-user frontend (guest RAM is then a memfd both map).
+//!
+//! The process is started with its control API only (`--api-sock`, plus `--metrics`);
+//! the VM is then configured and started over that API ([`api_client`]) with
+//! cocoon-vmm's own [`cocoon_vmm::VmConfig`], built here by [`vmm_config`].
+
+pub mod api_client;
 
 use crate::accel::Accel;
 use crate::config::ValidVmConfig;
 use crate::guest_cmdline::kernel_cmdline;
+use api_client::{ApiClient, ApiError};
+use cocoon_vmm::{BootSource, SerialOutput, SharedFsSpec, VsockSpec};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -19,86 +29,66 @@ pub struct BuiltinPaths {
     pub vsock_socket: PathBuf,
     /// Where cocoon-vmm keeps its metrics (boot time, exits, device counters) as JSON.
     pub metrics: PathBuf,
+    /// cocoon-vmm's control API socket.
+    pub api_socket: PathBuf,
+    /// virtiofsd's vhost-user socket (a config with a shared filesystem).
+    pub virtiofs_socket: PathBuf,
 }
 
-/// `cocoon-vmm`'s arguments for `cfg`. It appends the `virtio_mmio.device=` entries
-/// to the kernel command line itself.
-pub fn vmm_args(cfg: &ValidVmConfig, paths: &BuiltinPaths) -> Vec<OsString> {
+/// `cocoon-vmm`'s arguments: its API socket and metrics file; the VM itself comes
+/// over the API ([`vmm_config`]).
+pub fn vmm_args(paths: &BuiltinPaths) -> Vec<OsString> {
+    vec![
+        "--api-sock".into(),
+        paths.api_socket.clone().into(),
+        "--metrics".into(),
+        paths.metrics.clone().into(),
+    ]
+}
+
+/// The VM of `cfg` as cocoon-vmm builds it. cocoon-vmm appends the
+/// `virtio_mmio.device=` entries to the kernel command line itself.
+pub fn vmm_config(cfg: &ValidVmConfig, paths: &BuiltinPaths) -> cocoon_vmm::VmConfig {
     let c = &cfg.config;
-    let mut args: Vec<OsString> = Vec::new();
-    let mut pair = |flag: &str, value: OsString| {
-        args.push(flag.into());
-        args.push(value);
-    };
-    pair("--kernel", c.kernel.clone().into());
-    pair("--initrd", c.initrd.clone().into());
-    pair(
-        "--cmdline",
-        kernel_cmdline(Accel::Kvm, None, &c.kernel_args).into(),
-    );
-    pair("--memory-mib", c.memory_mib.to_string().into());
-    pair("--vcpus", c.vcpus.to_string().into());
-    pair("--serial-log", paths.console_log.clone().into());
-    pair("--vsock-uds", paths.vsock_socket.clone().into());
-    pair("--guest-cid", c.guest_cid.to_string().into());
-    pair("--metrics", paths.metrics.clone().into());
-    args
+    cocoon_vmm::VmConfig {
+        // Validation bounds it by BUILTIN_MAX_VCPUS; anything larger is refused by
+        // cocoon-vmm's own validation rather than truncated here.
+        vcpus: u8::try_from(c.vcpus).unwrap_or(u8::MAX),
+        memory_mib: c.memory_mib,
+        boot: BootSource::Kernel {
+            path: c.kernel.clone(),
+            cmdline: kernel_cmdline(Accel::Kvm, None, &c.kernel_args),
+            initrd: Some(c.initrd.clone()),
+        },
+        serial: SerialOutput::File(paths.console_log.clone()),
+        debug_exit: false,
+        entropy: false,
+        vsock: Some(VsockSpec {
+            guest_cid: u64::from(c.guest_cid),
+            uds_path: paths.vsock_socket.clone(),
+        }),
+        drives: Vec::new(),
+        nets: Vec::new(),
+        shared_fs: c
+            .shared_fs
+            .iter()
+            .map(|fs| SharedFsSpec {
+                socket_path: paths.virtiofs_socket.clone(),
+                tag: fs.tag.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Configures and starts the VM over the API; once this returns the VM runs (its
+/// vsock socket exists) and the guest is booting.
+pub async fn configure_and_start(
+    api: &ApiClient,
+    config: &cocoon_vmm::VmConfig,
+) -> Result<(), ApiError> {
+    api.put_config(config).await?;
+    api.start().await
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::accel::Detected;
-    use crate::config::{Programs, VmConfig};
-
-    #[test]
-    fn every_setting_reaches_the_vmm() {
-        let mut config = VmConfig::new("/k/vmlinux", "/k/initrd, spaced", "/run/x");
-        config.memory_mib = 512;
-        config.vcpus = 2;
-        config.guest_cid = 7;
-        config.kernel_args = vec!["loglevel=7".into()];
-        let cfg = ValidVmConfig {
-            config,
-            accel: Detected {
-                accel: Accel::Kvm,
-                reason: String::new(),
-            },
-            programs: Programs::Builtin {
-                vmm: "/usr/bin/cocoon-vmm".into(),
-            },
-        };
-        let paths = BuiltinPaths {
-            console_log: "/run/x/console.log".into(),
-            vsock_socket: "/run/x/vsock.sock".into(),
-            metrics: "/run/x/metrics.json".into(),
-        };
-        let args: Vec<String> = vmm_args(&cfg, &paths)
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
-        assert_eq!(
-            args,
-            [
-                "--kernel",
-                "/k/vmlinux",
-                "--initrd",
-                "/k/initrd, spaced",
-                "--cmdline",
-                "console=ttyS0 reboot=t panic=-1 quiet loglevel=7",
-                "--memory-mib",
-                "512",
-                "--vcpus",
-                "2",
-                "--serial-log",
-                "/run/x/console.log",
-                "--vsock-uds",
-                "/run/x/vsock.sock",
-                "--guest-cid",
-                "7",
-                "--metrics",
-                "/run/x/metrics.json",
-            ]
-        );
-    }
-}
+mod tests;

@@ -13,18 +13,23 @@ use std::path::{Path, PathBuf};
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::{load_cmdline, KernelLoader};
+use serde::{Deserialize, Serialize};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::x86_64::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, PVH_INFO_START};
 use crate::arch::x86_64::regs::{write_boot_tables, CpuMode, EntryState, RegsError};
 
-/// What the VM boots.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the VM boots. JSON: `{"kernel": {"path", "cmdline", "initrd"}}` or
+/// `{"raw": {"code": [bytes], "load_addr"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum BootSource {
     /// An uncompressed ELF vmlinux with a PVH entry note, and an initrd.
     Kernel {
         path: PathBuf,
+        #[serde(default)]
         cmdline: String,
+        #[serde(default)]
         initrd: Option<PathBuf>,
     },
     /// Raw 64-bit code loaded at `load_addr` and entered there in long mode, with

@@ -1,10 +1,10 @@
-//! Getting a vCPU thread out of `KVM_RUN`.
+//! Getting a vCPU thread out of `KVM_RUN`, to stop it or to park it (pause).
 //!
 //! A real-time signal is sent to the thread. Its handler sets `immediate_exit` in
 //! the thread's own `kvm_run` page (found through a thread-local pointer), so the
 //! signal is not lost if it lands just before the thread enters `KVM_RUN`: that
 //! call then returns `EINTR` at once. The run loop clears the flag and checks
-//! whether it should stop.
+//! whether it should stop or park.
 
 use std::cell::Cell;
 use std::marker::PhantomData;

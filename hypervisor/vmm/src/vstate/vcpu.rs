@@ -1,5 +1,6 @@
 //! A vCPU: its boot configuration and its thread, which runs `KVM_RUN` and
-//! dispatches port and MMIO exits to the buses.
+//! dispatches port and MMIO exits to the buses, and parks at the VM's [`RunGate`]
+//! while the VM is paused.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -12,6 +13,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::signal::Killable;
 
 use super::kick::{kick_signal, ImmediateExitGuard};
+use super::pause::RunGate;
 use super::vm::{Vm, VmError};
 use crate::arch::x86_64::cpuid;
 use crate::arch::x86_64::msr::{setup_msrs, MsrError};
@@ -52,6 +54,8 @@ pub struct VcpuShared {
     pub exit: Arc<ExitLatch>,
     /// When the first vCPU exit happened (the guest's first I/O).
     pub first_exit: Arc<OnceLock<Instant>>,
+    /// Where the thread parks while the VM is paused.
+    pub gate: Arc<RunGate>,
 }
 
 /// A configured vCPU, not yet running.
@@ -113,6 +117,12 @@ impl Vcpu {
         // on this thread, before `self`).
         let guard = unsafe { ImmediateExitGuard::new(flag) };
         while !shared.exit.stopping() {
+            // A pause request set before the kick is seen here: either before this
+            // KVM_RUN, or after the kick made it return.
+            if shared.gate.should_park() {
+                shared.gate.park();
+                continue;
+            }
             if let Some(exit) = self.step(&shared) {
                 shared.exit.report(exit);
                 break;
@@ -203,6 +213,17 @@ impl VcpuHandle {
         self.index
     }
 
+    /// Gets the thread out of `KVM_RUN` (or keeps it from entering it next). The
+    /// thread stays valid to signal until the handle is consumed by [`VcpuHandle::stop`].
+    pub fn kick(&self) {
+        if self.thread.is_finished() {
+            return;
+        }
+        if let Err(e) = self.thread.kill(kick_signal()) {
+            tracing::warn!(vcpu = self.index, error = %e, "kicking the vCPU thread");
+        }
+    }
+
     /// Kicks the thread (the exit latch must already say "stopping") until it ends
     /// or `timeout` passes. A thread that does not end is abandoned: it owns its vCPU
     /// fd and a reference to guest memory, so nothing it uses goes away under it.
@@ -214,9 +235,7 @@ impl VcpuHandle {
                 tracing::warn!(vcpu = self.index, "vCPU thread did not stop; abandoning it");
                 return false;
             }
-            if let Err(e) = self.thread.kill(kick_signal()) {
-                tracing::warn!(vcpu = self.index, error = %e, "kicking the vCPU thread");
-            }
+            self.kick();
             std::thread::sleep(wait);
             wait = (wait * 2).min(Duration::from_millis(20));
         }
