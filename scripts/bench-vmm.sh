@@ -9,6 +9,10 @@
 # 128 MiB and put the serial port on their standard output. Measured from the host:
 #   - first instruction: process spawn → the '!' read from the VMM's stdout pipe;
 #   - payload finished:  process spawn → the VMM process has exited;
+#   - over the control API (cocoon-vmm only): spawn → API socket ready, and spawn →
+#     first instruction when the VM is configured and started with PUT /vm/config +
+#     PUT /vm/start as soon as the socket answers (how the runtime's builtin backend
+#     starts it);
 #   - memory: a second payload that halts after the '!'; 300 ms later the VMM's RSS
 #     and PSS (/proc/<pid>/smaps) minus the guest RAM mapping's (the largest anonymous
 #     mapping of at least the guest's size) is the VMM's own footprint.
@@ -72,7 +76,7 @@ echo "bench-vmm: $RUNS runs each; $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/lo
 [ -e /sys/module/kvm_pvm ] && echo "bench-vmm: /dev/kvm is a nested paravirtual KVM (kvm_pvm)" >&2
 
 python3 - "$RUNS" "$MEM_MIB" "$VMM" "$work" <<'EOF'
-import os, re, statistics, subprocess, sys, time
+import json, os, re, socket, statistics, subprocess, sys, time
 
 runs, mem_mib, vmm, work = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 
@@ -105,6 +109,54 @@ def timed_run(cmd, want_rc):
         sys.exit(f"bench-vmm: {cmd[0]} gave {first!r}, exit {rc} (want {want_rc}):\n{log}")
     own = re.search(r"first_exit_us=(\d+)", log)
     return (t1 - t0) / 1e6, (t2 - t0) / 1e6, int(own.group(1)) / 1e3 if own else None
+
+def api_call(path, method, target, body=None):
+    """One HTTP/1.1 request on cocoon-vmm's API socket; returns the status code."""
+    data = json.dumps(body).encode() if body is not None else b""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.sendall(f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+    reply = b""
+    while chunk := s.recv(4096):
+        reply += chunk
+    s.close()
+    return int(reply.split(b" ", 2)[1])
+
+def api_run(payload):
+    """(ms to the API socket answering, ms to the first serial byte) for cocoon-vmm
+    configured and started over its API."""
+    sock = os.path.join(work, "api.sock")
+    err = open(os.path.join(work, "stderr.log"), "w+")
+    t0 = time.perf_counter_ns()
+    p = subprocess.Popen([vmm, "--api-sock", sock], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=err)
+    while True:
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(sock)
+            s.close()
+            break
+        except OSError:
+            if p.poll() is not None:
+                sys.exit("bench-vmm: cocoon-vmm --api-sock exited early")
+            time.sleep(0.0002)
+    t_api = time.perf_counter_ns()
+    config = {"vcpus": 1, "memory_mib": mem_mib, "serial": "stdout", "debug_exit": True,
+              "boot": {"kernel": {"path": payload, "cmdline": "", "initrd": None}}}
+    for method, target, body in (("PUT", "/vm/config", config), ("PUT", "/vm/start", None)):
+        status = api_call(sock, method, target, body)
+        if status >= 300:
+            err.seek(0)
+            sys.exit(f"bench-vmm: {method} {target} answered {status}:\n{err.read()}")
+    first = p.stdout.read(1)
+    t1 = time.perf_counter_ns()
+    p.stdout.read()
+    rc = p.wait()
+    if first != b"!" or rc != 0x10:
+        err.seek(0)
+        sys.exit(f"bench-vmm: API-started VM gave {first!r}, exit {rc}:\n{err.read()}")
+    return (t_api - t0) / 1e6, (t1 - t0) / 1e6
 
 def smaps_kib(pid):
     """(RSS, PSS, guest RAM RSS, guest RAM PSS) in KiB."""
@@ -141,11 +193,14 @@ def memory_run(cmd):
 exit_elf, hold_elf = os.path.join(work, "exit.elf"), os.path.join(work, "hold.elf")
 times = {name: [] for name in VMMS}
 mem = {name: [] for name in VMMS}
+api = []
 for name, build in VMMS.items():          # warm the page cache, not measured
     timed_run(*build(exit_elf))
+api_run(exit_elf)
 for _ in range(runs):
     for name, build in VMMS.items():
         times[name].append(timed_run(*build(exit_elf)))
+    api.append(api_run(exit_elf))
 for _ in range(max(3, runs // 4)):
     for name, build in VMMS.items():
         mem[name].append(memory_run(build(hold_elf)[0]))
@@ -169,6 +224,10 @@ for label, f in rows:
     c, q = f("cocoon-vmm"), f("qemu")
     ratio = f"{q / c:.1f}×" if c > 0 else "–"
     print(f"| {label} | {c:.2f} | {q:.2f} | {ratio} |")
+print(f"| cocoon-vmm over its API: process start → API socket answering (ms) | "
+      f"{med(a[0] for a in api):.2f} | | |")
+print(f"| cocoon-vmm over its API: process start → PUT config + start → first guest "
+      f"instruction (ms) | {med(a[1] for a in api):.2f} | | |")
 own = [t[2] for t in times["cocoon-vmm"] if t[2] is not None]
 if own:
     print(f"\ncocoon-vmm's own metric, Vmm::start → first guest exit: median {med(own):.2f} ms "

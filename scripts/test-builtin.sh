@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The builtin VMM end to end, on a machine whose KVM boots Linux (hardware KVM):
 # the guest image and the binaries first, then cocoon-vmm's own suite (the kernel
-# banner test then boots to a clean reboot) and the pod VM scenarios the QEMU suite
-# runs (tests/src/scenario.rs), on cocoon-vmm.
+# banner test then boots to a clean reboot), the pod VM scenarios the QEMU suite
+# runs (tests/src/scenario.rs), and cocoond's CRI suite (tests/tests/cri.rs: pods,
+# containers, volumes over virtio-fs, exec, logs, restart recovery, VM death) with
+# its pods on cocoon-vmm (COCOON_TEST_BACKEND=builtin), seccomp filters on.
 #
 #   scripts/test-builtin.sh
 #
@@ -28,3 +30,4 @@ scripts/setup.sh
 cargo build --workspace --bins
 cargo test -p cocoon-vmm -- --test-threads=2
 cargo test -p cocoon-tests --test builtin_vmm -- --test-threads=1 --nocapture
+COCOON_TEST_BACKEND=builtin cargo test -p cocoon-tests --test cri -- --test-threads=1

@@ -21,7 +21,9 @@ pub struct Cocoond {
 
 impl Cocoond {
     /// Starts a daemon whose config is the defaults, the built guest image and test
-    /// image, and `extra` TOML appended.
+    /// image, and `extra` TOML appended. With `COCOON_TEST_BACKEND=builtin` (set by
+    /// `scripts/test-builtin.sh` on hardware-KVM hosts) its pods run on `cocoon-vmm`
+    /// instead of QEMU.
     pub async fn start(extra: &str) -> Cocoond {
         // Short: VM sockets live under the state dir.
         let dir = tempfile::Builder::new()
@@ -39,11 +41,12 @@ impl Cocoond {
         let root_dir = dir.path().join("root");
         let config = dir.path().join("cocoond.toml");
         let text = format!(
-            "socket = {socket:?}\nstate_dir = {state_dir:?}\nroot_dir = {root_dir:?}\nlog_level = \"info,cocoon_runtime=debug\"\ntest_image_layout = {layout:?}\n\n[vm]\nkernel = {kernel:?}\ninitrd = {initrd:?}\nvsock_backend = {vsock:?}\n\n[pod]\nready_timeout_s = {ready}\n\n{extra}\n",
+            "socket = {socket:?}\nstate_dir = {state_dir:?}\nroot_dir = {root_dir:?}\nlog_level = \"info,cocoon_runtime=debug\"\ntest_image_layout = {layout:?}\n\n[vm]\nkernel = {kernel:?}\ninitrd = {initrd:?}\nvsock_backend = {vsock:?}\n{backend}\n[pod]\nready_timeout_s = {ready}\n\n{extra}\n",
             kernel = image.kernel,
             initrd = image.initrd,
             vsock = bin_dir().join("cocoon-vsock"),
             ready = READY_TIMEOUT.as_secs(),
+            backend = backend_toml(),
         );
         std::fs::write(&config, text).expect("write config");
         let mut d = Cocoond {
@@ -172,6 +175,19 @@ impl Drop for Cocoond {
 }
 
 /// A pod config with metadata `name` (uid and namespace derived), logs under `log_dir`.
+/// The `[vm]` lines choosing the backend `COCOON_TEST_BACKEND` names (QEMU, the
+/// default, needs none).
+fn backend_toml() -> String {
+    match std::env::var("COCOON_TEST_BACKEND").as_deref() {
+        Ok("builtin") => format!(
+            "backend = \"builtin\"\nvmm = {:?}\n",
+            bin_dir().join("cocoon-vmm")
+        ),
+        Ok("qemu") | Ok("") | Err(_) => String::new(),
+        Ok(other) => panic!("COCOON_TEST_BACKEND={other}: expected qemu or builtin"),
+    }
+}
+
 pub fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {

@@ -715,7 +715,8 @@ async fn twenty_cycles_leave_nothing() {
         .expect("RemoveImage once no container uses it");
 }
 
-/// A VM that dies under a running pod (QEMU killed) makes the pod NotReady with the
+/// A VM that dies under a running pod (its VMM killed: QEMU, or cocoon-vmm with
+/// `COCOON_TEST_BACKEND=builtin`) makes the pod NotReady with the
 /// reason and its container exited; removing the pod then leaves nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn vm_death_marks_the_pod_not_ready() {
@@ -734,7 +735,7 @@ async fn vm_death_marks_the_pod_not_ready() {
     let qemu: Vec<u32> = d
         .vm_processes()
         .into_iter()
-        .filter(|(_, cmd)| cmd.contains("qemu-system"))
+        .filter(|(_, cmd)| cmd.contains("qemu-system") || cmd.contains("cocoon-vmm"))
         .map(|(pid, _)| pid)
         .collect();
     assert_eq!(qemu.len(), 1, "{:?}", d.vm_processes());
