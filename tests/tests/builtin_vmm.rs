@@ -6,7 +6,9 @@
 //! there the guest kernel gets as far as its banner, which is all they need.
 
 use cocoon_hypervisor::accel::hardware_kvm;
-use cocoon_hypervisor::{AccelChoice, Backend, ExitReason, Vm, VmConfig, VmError};
+use cocoon_hypervisor::builtin::api_client::ApiClient;
+use cocoon_hypervisor::{AccelChoice, Backend, ExitReason, SharedFsConfig, Vm, VmConfig, VmError};
+use cocoon_tests::processes_mentioning;
 use cocoon_tests::{assert_nothing_left, bin_dir, scenario, scratch, validate, vm_config};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -96,6 +98,67 @@ async fn started_vm_stops_cleanly_on_any_kvm() {
     assert_eq!(exit.reason, ExitReason::Stopped, "{exit}");
     assert_eq!(exit.code, Some(3), "{exit}");
     assert!(!exit.console_tail.is_empty(), "{exit}");
+    assert_nothing_left(&run_dir);
+}
+
+/// A pod VM with a shared filesystem on cocoon-vmm: virtiofsd runs beside it and the
+/// VMM is its vhost-user frontend (the device is on the VM's API, with its tag and
+/// socket); the guest kernel starts. Then the VMM is killed with SIGKILL — the hard
+/// way, no chance to clean up — and the supervisor reports it killed, ends virtiofsd
+/// and removes the run directory: nothing is left. Runs on any /dev/kvm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_fs_vm_killed_leaves_nothing_on_any_kvm() {
+    if !kvm_device_or_skip("builtin shared fs + kill -9") {
+        return;
+    }
+    let Some(virtiofsd) = cocoon_hypervisor::virtiofs::find_virtiofsd(None).ok() else {
+        eprintln!("SKIP builtin shared fs + kill -9: no virtiofsd (scripts/setup.sh installs it)");
+        return;
+    };
+    let dir = scratch();
+    let mut cfg = builtin_config(dir.path());
+    cfg.accel = AccelChoice::Kvm;
+    cfg.kernel_args = vec!["loglevel=7".into(), "earlyprintk=serial,ttyS0".into()];
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    cfg.shared_fs = Some(SharedFsConfig {
+        host_dir: shared,
+        tag: "cocoon".into(),
+    });
+    cfg.virtiofsd = Some(virtiofsd);
+    let run_dir = cfg.run_dir.clone();
+    let vm = Vm::start(&validate(&cfg)).await.expect("VM starts");
+    let procs = processes_mentioning(&run_dir);
+    assert!(
+        procs.iter().any(|(_, cmd)| cmd.contains("virtiofsd")),
+        "virtiofsd runs beside the VMM: {procs:?}"
+    );
+    let api = ApiClient::new(run_dir.join("api.sock"));
+    let devices = api.get("/vm/devices").await.expect("GET /vm/devices");
+    let fs = devices
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["type"] == "fs"))
+        .unwrap_or_else(|| panic!("no fs device: {devices}"));
+    assert_eq!(fs["host"]["tag"], "cocoon", "{fs}");
+    let state = api.get("/vm").await.expect("GET /vm");
+    assert_eq!(state["state"], "running", "{state}");
+    let started = Instant::now();
+    while !vm.console_tail(1000).contains("Linux version") {
+        assert!(vm.exit().is_none(), "the VM ended early: {:?}", vm.exit());
+        assert!(started.elapsed() < Duration::from_secs(60), "no banner");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(vm.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the VMM");
+    let exit = tokio::time::timeout(Duration::from_secs(30), vm.wait())
+        .await
+        .expect("exit reported");
+    assert_eq!(exit.reason, ExitReason::Killed, "{exit}");
+    assert_eq!(exit.signal, Some(9), "{exit}");
+    drop(vm);
     assert_nothing_left(&run_dir);
 }
 

@@ -146,6 +146,13 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
                 devices
                     .metrics
                     .push(DeviceMetrics::Block { transport, device });
+                describe_host(
+                    &mut devices,
+                    [
+                        ("path", spec.path.to_string_lossy().into()),
+                        ("read_only", spec.read_only.into()),
+                    ],
+                );
             }
             Virtio::SharedFs(spec) => {
                 let new_kick = || EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd);
@@ -160,6 +167,13 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
                 devices
                     .metrics
                     .push(DeviceMetrics::Fs { transport, device });
+                describe_host(
+                    &mut devices,
+                    [
+                        ("socket_path", spec.socket_path.to_string_lossy().into()),
+                        ("tag", spec.tag.clone().into()),
+                    ],
+                );
             }
             Virtio::Net(spec) => {
                 let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
@@ -167,12 +181,17 @@ pub fn build_devices(config: &VmConfig, vm: &Vm, exit: &Arc<ExitLatch>) -> Resul
                 let (net, thread) = Net::new(spec, kick)?;
                 devices.threads.push(thread);
                 let device = net.metrics();
+                let mac = net.mac().to_string();
                 let transport = add_virtio(&mut devices, vm, slot, Box::new(net))?;
                 devices.metrics.push(DeviceMetrics::Net {
                     transport,
                     device,
                     tap: spec.tap.clone(),
                 });
+                describe_host(
+                    &mut devices,
+                    [("tap", spec.tap.clone().into()), ("mac", mac.into())],
+                );
             }
         }
     }
