@@ -27,9 +27,10 @@
 //! once, a vsock socket may remain.)
 //!
 //! Every thread runs under a seccomp filter for its kind ([`cocoon_vmm::seccomp`]):
-//! the vCPU and device threads install theirs as they start, the API thread the API
-//! filter; the main thread, once the VM runs, and the signal and metrics threads
-//! install the VMM filter.
+//! the main thread installs the build filter before it starts any thread (every
+//! other thread inherits it), the vCPU and device threads add theirs as they start,
+//! the API thread the API filter; the main thread, once the VM runs, and the signal
+//! and metrics threads add the VMM filter.
 
 mod cli_args;
 
@@ -201,6 +202,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     signals.thread_block().context("blocking signals")?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC).context("signalfd")?;
+    // From here on this thread builds: its filter holds what building needs and what
+    // every thread it starts does (they inherit it and stack their own on it).
+    seccomp::apply(ThreadKind::Build);
 
     // The API socket first, while this is the only thread: a live server on the path
     // ends this process before anything else happens.

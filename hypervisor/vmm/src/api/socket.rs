@@ -2,7 +2,9 @@
 //! removed when dropped (if it is still ours).
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+#[cfg(test)]
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -70,8 +72,8 @@ impl ApiSocket {
             path: path.to_path_buf(),
             id: (meta.dev(), meta.ino()),
         };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| io_err("setting the mode of", e))?;
+        // No chmod by path afterwards (it would follow a symlink swapped in there):
+        // the umask made the socket 0600 at bind.
         Ok(socket)
     }
 

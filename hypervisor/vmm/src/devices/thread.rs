@@ -27,12 +27,21 @@ impl DeviceThread {
     where
         F: FnOnce(EventFd) + Send + 'static,
     {
+        DeviceThread::spawn_as(name, ThreadKind::Device, run)
+    }
+
+    /// [`DeviceThread::spawn`] under the seccomp filter of `kind` (the vsock device's
+    /// thread, which has host sockets, gets [`ThreadKind::Vsock`]).
+    pub fn spawn_as<F>(name: &str, kind: ThreadKind, run: F) -> io::Result<DeviceThread>
+    where
+        F: FnOnce(EventFd) + Send + 'static,
+    {
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         let theirs = stop.try_clone()?;
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                seccomp::apply(ThreadKind::Device);
+                seccomp::apply(kind);
                 run(theirs)
             })?;
         Ok(DeviceThread {

@@ -8,8 +8,8 @@
 //! of the thread that made it, with the code path that needs it.
 //!
 //! A thread's filter is inherited by the threads it creates and stacks with the
-//! filter they add, so a thread that creates others ([`ThreadKind::Api`]) must allow
-//! everything they will do too.
+//! filter they add, so the thread that creates the others ([`ThreadKind::Build`])
+//! must allow everything they will do too.
 
 use super::ioctls as io;
 use super::rules::{Allowlist, Cond};
@@ -29,8 +29,10 @@ pub fn for_kind(kind: ThreadKind, ctx: &Context) -> Allowlist {
     match kind {
         ThreadKind::Vcpu => vcpu(ctx),
         ThreadKind::Device => device(ctx),
+        ThreadKind::Vsock => vsock(ctx),
         ThreadKind::Vmm => vmm(ctx),
         ThreadKind::Api => api(ctx),
+        ThreadKind::Build => build(ctx),
     }
 }
 
@@ -88,59 +90,35 @@ fn vcpu(ctx: &Context) -> Allowlist {
     let mut a = runtime(ctx);
     a
         // The run loop; KVM_GET_REGS for the crash report of an internal error.
-        // Virtio-net applies the offloads the driver acked when it activates the
-        // device, which happens here (a register write).
-        .allow_ioctls(&[
-            io::KVM_RUN,
-            io::KVM_GET_REGS,
-            io::TUNSETOFFLOAD,
-            io::TUNSETVNETHDRSZ,
-        ])
+        .allow_ioctls(&[io::KVM_RUN, io::KVM_GET_REGS])
         // Handlers (in the runtime list): serial output (write to its file or
         // stdout), interrupts and device kicks (eventfd writes), virtio-rng
         // (read from /dev/urandom, opened at build).
         //
         // Virtio-fs activation (vhost-user frontend): messages to the backend on
         // its unix socket, with fds (memory, vring eventfds) as SCM_RIGHTS; it may
-        // create its vring eventfds then.
-        .allow(&[SYS_sendmsg, SYS_recvmsg, SYS_eventfd2]);
+        // create its vring eventfds then, and hangs up on a backend that failed.
+        .allow(&[SYS_sendmsg, SYS_recvmsg, SYS_eventfd2, SYS_shutdown]);
     a
 }
 
-/// A device's event-loop thread (vsock, block, net, fs).
+/// A device's event-loop thread without host sockets (block, net, fs).
 fn device(ctx: &Context) -> Allowlist {
     use libc::*;
     let mut a = runtime(ctx);
     a
-        // The loop: its epoll set is made on the thread; vsock's timeouts use a
-        // timerfd.
+        // The loop: its epoll set is made on the thread.
         .allow(&[
             SYS_epoll_create1,
             SYS_epoll_ctl,
             SYS_epoll_wait,
             SYS_epoll_pwait,
-            SYS_timerfd_settime,
         ])
-        // Hybrid vsock: accepting host connections (set non-blocking: FIONBIO),
-        // connecting to `<uds>_<port>` for the guest (a unix socket only), the
-        // streams' traffic and half-closes; the socket file is removed when the
-        // loop ends.
-        .allow(&[
-            SYS_accept4,
-            SYS_connect,
-            SYS_recvfrom,
-            SYS_sendto,
-            SYS_shutdown,
-            SYS_unlink,
-        ])
-        .allow_if(SYS_socket, &[Cond::Eq(0, AF_UNIX as u64)])
-        .allow_ioctls(&[io::FIONBIO])
         // O_NONBLOCK the fcntl way (a tap, a vhost-user socket).
         .allow_arg_in(SYS_fcntl, 1, &[F_GETFL as u64, F_SETFL as u64])
-        // Virtio-net: frames to and from the tap (plain and vectored), and the
-        // offloads if activation is finished here.
+        // Virtio-net: frames to and from the tap (plain and vectored; the tap was
+        // opened and configured while the VM was built).
         .allow(&[SYS_readv, SYS_writev])
-        .allow_ioctls(&[io::TUNSETOFFLOAD, io::TUNSETVNETHDRSZ])
         // Virtio-blk: the image's reads, writes and flushes, and its lock.
         .allow(&[
             SYS_pread64,
@@ -151,9 +129,33 @@ fn device(ctx: &Context) -> Allowlist {
             SYS_fdatasync,
             SYS_flock,
         ])
-        // Virtio-fs: the call eventfds it forwards (read/write, in the runtime list)
-        // and vhost-user messages, should the backend speak first.
-        .allow(&[SYS_sendmsg, SYS_recvmsg]);
+        // Virtio-fs: the call eventfds it forwards (read/write, in the runtime list),
+        // vhost-user messages should the backend speak first, and the hang-up when
+        // the thread ends (shutdown).
+        .allow(&[SYS_sendmsg, SYS_recvmsg, SYS_shutdown]);
+    a
+}
+
+/// The vsock device's event loop: a device thread with host sockets.
+fn vsock(ctx: &Context) -> Allowlist {
+    use libc::*;
+    let mut a = device(ctx);
+    a
+        // Connection and handshake timeouts.
+        .allow(&[SYS_timerfd_settime])
+        // Hybrid vsock: accepting host connections (set non-blocking: FIONBIO),
+        // connecting to `<uds>_<port>` for the guest (a unix socket only), the
+        // streams' traffic and half-closes; the socket file is removed when the
+        // loop ends.
+        .allow(&[
+            SYS_accept4,
+            SYS_connect,
+            SYS_recvfrom,
+            SYS_sendto,
+            SYS_unlink,
+        ])
+        .allow_if(SYS_socket, &[Cond::Eq(0, AF_UNIX as u64)])
+        .allow_ioctls(&[io::FIONBIO]);
     a
 }
 
@@ -180,14 +182,42 @@ fn vmm(ctx: &Context) -> Allowlist {
     a
 }
 
-/// A thread that builds and starts the VM (the control API thread, or whatever
-/// thread calls [`crate::Vmm::start`] with filters on): what building needs, what
-/// serving the control socket needs, and, because the threads it starts inherit its
-/// filter, everything they do.
+/// The control API thread: one blocking HTTP server on its unix socket. Pausing and
+/// resuming kick the vCPUs (tgkill, in the runtime list) and wait for them (futex).
 fn api(ctx: &Context) -> Allowlist {
     use libc::*;
+    let mut a = runtime(ctx);
+    a
+        // Waiting for a connection or its stop event, accepting it, its timeouts,
+        // reading the request and writing the answer, closing it.
+        .allow(&[
+            SYS_poll,
+            SYS_ppoll,
+            SYS_accept4,
+            SYS_setsockopt,
+            SYS_getsockopt,
+            SYS_recvfrom,
+            SYS_sendto,
+            SYS_shutdown,
+        ])
+        .allow_ioctls(&[io::FIONBIO])
+        .allow_arg_in(SYS_fcntl, 1, &[F_GETFL as u64, F_SETFL as u64])
+        // Removing its socket when it ends, if the file is still the one it bound.
+        .allow(&[SYS_newfstatat, SYS_statx, SYS_unlink]);
+    a
+}
+
+/// The thread that builds and starts the VM (cocoon-vmm's main thread from before
+/// it starts any thread, or whatever thread calls [`crate::Vmm::start`] with filters
+/// on): what building needs and, because the threads it starts inherit its filter,
+/// everything they do.
+fn build(ctx: &Context) -> Allowlist {
+    use libc::*;
     let mut a = Allowlist::new();
-    a.extend(&vcpu(ctx)).extend(&device(ctx)).extend(&vmm(ctx));
+    a.extend(&vcpu(ctx))
+        .extend(&vsock(ctx))
+        .extend(&vmm(ctx))
+        .extend(&api(ctx));
     a
         // Starting threads: `clone` with CLONE_THREAD only (no fork); clone3 fails
         // with ENOSYS so glibc uses clone. Then, in the new thread before its own
@@ -222,8 +252,13 @@ fn api(ctx: &Context) -> Allowlist {
                 F_SETFD as u64,
                 F_GETFL as u64,
                 F_SETFL as u64,
+                // Sealing the memfd of shareable guest memory (virtio-fs).
+                F_ADD_SEALS as u64,
+                F_GET_SEALS as u64,
             ],
         )
+        // Duplicating fds handed to devices (the vhost-user socket, eventfds).
+        .allow(&[SYS_dup])
         // KVM: the VM, its memory, irqchip, PIT, vCPUs and their boot state, irqfds
         // and ioeventfds.
         .allow_ioctls(&[
@@ -259,10 +294,18 @@ fn api(ctx: &Context) -> Allowlist {
             SYS_memfd_create,
             SYS_ftruncate,
         ])
-        .allow_ioctls(&[io::TUNSETIFF, io::TUNGETIFF, io::TUNGETFEATURES])
-        // Serving the control API (HTTP on a unix socket): accept4, reads and writes
-        // (above), socket options (timeouts), waiting on it.
-        .allow(&[SYS_setsockopt, SYS_getsockopt, SYS_poll, SYS_ppoll]);
+        .allow_ioctls(&[
+            io::TUNSETIFF,
+            io::TUNGETIFF,
+            io::TUNGETFEATURES,
+            io::TUNSETVNETHDRSZ,
+            io::TUNSETOFFLOAD,
+        ])
+        // Binding the control API socket (umask around bind; a live server there is
+        // probed with connect, a stale socket removed) and the API thread's stop
+        // pair.
+        .allow(&[SYS_umask])
+        .allow_if(SYS_socketpair, &[Cond::Eq(0, AF_UNIX as u64)]);
     a
 }
 
@@ -310,8 +353,14 @@ mod tests {
     }
 
     #[test]
-    fn only_the_api_thread_starts_threads_or_builds() {
-        for kind in [ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Vmm] {
+    fn only_the_build_thread_starts_threads_or_builds() {
+        for kind in [
+            ThreadKind::Vcpu,
+            ThreadKind::Device,
+            ThreadKind::Vsock,
+            ThreadKind::Vmm,
+            ThreadKind::Api,
+        ] {
             let a = for_kind(kind, &ctx());
             assert!(!a.mentions(libc::SYS_clone), "{kind}");
             assert!(!a.allows_with(
@@ -320,9 +369,30 @@ mod tests {
             ));
             assert!(!a.allows_with(libc::SYS_ioctl, &[Cond::Eq(1, u64::from(io::TUNSETIFF))]));
         }
-        let api = for_kind(ThreadKind::Api, &ctx());
-        assert!(api.allows_with(libc::SYS_clone, &[Cond::Set(0, libc::CLONE_THREAD as u64)]));
-        assert!(!api.allows_always(libc::SYS_clone));
+        let build = for_kind(ThreadKind::Build, &ctx());
+        assert!(build.allows_with(libc::SYS_clone, &[Cond::Set(0, libc::CLONE_THREAD as u64)]));
+        assert!(!build.allows_always(libc::SYS_clone));
+    }
+
+    /// Only the vsock thread has host sockets to open, connect and remove; the
+    /// other device threads and the API thread cannot reach another socket.
+    #[test]
+    fn only_vsock_connects_or_unlinks() {
+        for kind in [
+            ThreadKind::Vcpu,
+            ThreadKind::Device,
+            ThreadKind::Vmm,
+            ThreadKind::Api,
+        ] {
+            let a = for_kind(kind, &ctx());
+            assert!(!a.mentions(libc::SYS_connect), "{kind}");
+            assert!(!a.mentions(libc::SYS_socket), "{kind}");
+        }
+        for kind in [ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Vmm] {
+            assert!(!for_kind(kind, &ctx()).mentions(libc::SYS_unlink), "{kind}");
+        }
+        let vsock = for_kind(ThreadKind::Vsock, &ctx());
+        assert!(vsock.mentions(libc::SYS_connect));
     }
 
     #[test]
@@ -330,26 +400,28 @@ mod tests {
         let run = [Cond::Eq(1, u64::from(io::KVM_RUN))];
         let allows = |k| for_kind(k, &ctx()).allows_with(libc::SYS_ioctl, &run);
         assert!(allows(ThreadKind::Vcpu));
-        assert!(allows(ThreadKind::Api));
+        assert!(allows(ThreadKind::Build));
         assert!(!allows(ThreadKind::Device));
+        assert!(!allows(ThreadKind::Vsock));
         assert!(!allows(ThreadKind::Vmm));
+        assert!(!allows(ThreadKind::Api));
     }
 
-    /// A thread's filter stacks on its creator's: the API thread's list must hold
+    /// A thread's filter stacks on its creator's: the build thread's list must hold
     /// every other list, or the threads it starts would die.
     #[test]
-    fn api_holds_every_other_list() {
-        let api = for_kind(ThreadKind::Api, &ctx());
-        for kind in [ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Vmm] {
-            let mut both = api.clone();
+    fn build_holds_every_other_list() {
+        let build = for_kind(ThreadKind::Build, &ctx());
+        for kind in ThreadKind::ALL {
+            let mut both = build.clone();
             both.extend(&for_kind(kind, &ctx()));
-            assert_eq!(both, api, "api lacks something {kind} needs");
+            assert_eq!(both, build, "build lacks something {kind} needs");
         }
     }
 
     #[test]
     fn sockets_are_unix_only_and_signals_stay_in_the_process() {
-        for kind in [ThreadKind::Device, ThreadKind::Api] {
+        for kind in [ThreadKind::Vsock, ThreadKind::Build] {
             let a = for_kind(kind, &ctx());
             let unix = [Cond::Eq(0, libc::AF_UNIX as u64)];
             assert!(a.allows_with(libc::SYS_socket, &unix), "{kind}");

@@ -13,7 +13,7 @@
 //!
 //! A filter is inherited by the threads its thread creates, and stacks with theirs:
 //! a call passes only if every filter in the stack allows it. The kinds are built for
-//! that ([`ThreadKind::Api`] holds what the threads it starts need).
+//! that ([`ThreadKind::Build`] holds what the threads it starts need).
 //!
 //! What each kind allows, and why, is in `allowlists.rs`.
 
@@ -91,30 +91,39 @@ impl FromStr for Mode {
 pub enum ThreadKind {
     /// A vCPU thread: `KVM_RUN`, and the device register handlers that run on it.
     Vcpu,
-    /// A device's event loop (vsock, block, net, fs).
+    /// A device's event loop without host sockets (block, net, fs).
     Device,
+    /// The vsock device's event loop: the device list plus the hybrid-vsock host
+    /// sockets (accepting, connecting to `<uds>_<port>`, removing its socket).
+    Vsock,
     /// The main thread once the VM runs, and the signal and metrics threads.
     Vmm,
-    /// A thread that builds and starts the VM (the control API thread): what
-    /// building and serving need, plus what every thread it starts needs, since they
-    /// inherit its filter.
+    /// The control API thread: serving HTTP on its unix socket, nothing else.
     Api,
+    /// The thread that builds and starts the VM (cocoon-vmm's main thread, from
+    /// before it starts any thread): what building needs, plus what every thread it
+    /// starts needs, since they inherit its filter.
+    Build,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 4] = [
+    pub const ALL: [ThreadKind; 6] = [
         ThreadKind::Vcpu,
         ThreadKind::Device,
+        ThreadKind::Vsock,
         ThreadKind::Vmm,
         ThreadKind::Api,
+        ThreadKind::Build,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::Device => "device",
+            ThreadKind::Vsock => "vsock",
             ThreadKind::Vmm => "vmm",
             ThreadKind::Api => "api",
+            ThreadKind::Build => "build",
         }
     }
 }

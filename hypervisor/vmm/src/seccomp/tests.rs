@@ -118,16 +118,16 @@ fn every_kind_traps_execve() {
 }
 
 #[test]
-fn device_threads_get_unix_sockets_only() {
+fn the_vsock_thread_gets_unix_sockets_only() {
     if scenario().is_some() {
-        return probe(Mode::Trap, ThreadKind::Device, || {
+        return probe(Mode::Trap, ThreadKind::Vsock, || {
             let fd = socket(libc::AF_UNIX);
             eprintln!("unix socket: {}", if fd >= 0 { "ok" } else { "failed" });
             socket(libc::AF_INET);
         });
     }
-    let out = child("device_threads_get_unix_sockets_only", "run");
-    assert_trapped(&out, ThreadKind::Device, "socket (41)");
+    let out = child("the_vsock_thread_gets_unix_sockets_only", "run");
+    assert_trapped(&out, ThreadKind::Vsock, "socket (41)");
     assert!(stderr(&out).contains("unix socket: ok"), "{}", stderr(&out));
 }
 
@@ -189,12 +189,12 @@ fn no_thread_maps_executable_memory() {
     );
 }
 
-/// The API thread starts threads (clone3 fails with ENOSYS, glibc falls back to
+/// The build thread starts threads (clone3 fails with ENOSYS, glibc falls back to
 /// clone with CLONE_THREAD), which stack their own filter on its; it cannot fork.
 #[test]
-fn the_api_thread_starts_threads_but_cannot_fork() {
+fn the_build_thread_starts_threads_but_cannot_fork() {
     if scenario().is_some() {
-        return probe(Mode::Trap, ThreadKind::Api, || {
+        return probe(Mode::Trap, ThreadKind::Build, || {
             // SAFETY: clone3 with no arguments struct: ENOSYS from the filter, or
             // EFAULT/EINVAL from the kernel had the filter let it through.
             let rc = unsafe { libc::syscall(libc::SYS_clone3, ptr::null::<u8>(), 0usize) };
@@ -215,8 +215,8 @@ fn the_api_thread_starts_threads_but_cannot_fork() {
             }
         });
     }
-    let out = child("the_api_thread_starts_threads_but_cannot_fork", "run");
-    assert_trapped(&out, ThreadKind::Api, "clone (56)");
+    let out = child("the_build_thread_starts_threads_but_cannot_fork", "run");
+    assert_trapped(&out, ThreadKind::Build, "clone (56)");
     let err = stderr(&out);
     assert!(
         err.contains(&format!("clone3: rc -1 errno {}", libc::ENOSYS)),

@@ -28,6 +28,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt};
 use crate::devices::thread::DeviceThread;
+use crate::seccomp::ThreadKind;
 
 pub use cocoon_vsock::VIRTIO_ID_VSOCK;
 
@@ -115,8 +116,9 @@ impl Vsock {
             vsock.kick.clone(),
             vsock.metrics.clone(),
         );
-        let thread = DeviceThread::spawn("vsock", move |stop| handler.run(stop))
-            .map_err(VsockError::Thread)?;
+        let thread =
+            DeviceThread::spawn_as("vsock", ThreadKind::Vsock, move |stop| handler.run(stop))
+                .map_err(VsockError::Thread)?;
         Ok((vsock, thread))
     }
 

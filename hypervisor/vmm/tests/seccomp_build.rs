@@ -1,5 +1,5 @@
-//! A thread under the API seccomp filter builds, runs and stops a VM, as the control
-//! API thread will: building needs its list, and the vCPU and device threads it
+//! A thread under the build seccomp filter builds, runs and stops a VM, as
+//! cocoon-vmm's main thread does: building needs its list, and the vCPU and device threads it
 //! starts inherit its filter and stack their own on it, so a call any of the lists
 //! lacks ends this test process with status 159, naming the call and the thread.
 
@@ -41,7 +41,7 @@ fn an_api_thread_runs_a_vm_with_every_filter_stacked() {
     let api = std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
-            seccomp::try_apply(ThreadKind::Api).expect("the API filter installs");
+            seccomp::try_apply(ThreadKind::Build).expect("the build filter installs");
             let vmm = Vmm::start(config).expect("VM starts");
             started.send(()).unwrap();
             let exit = vmm.wait_timeout(WAIT);
