@@ -24,6 +24,7 @@ pub mod exit;
 pub mod host;
 pub mod metrics;
 pub mod seccomp;
+mod stoppable;
 pub mod vmm;
 pub mod vstate;
 

@@ -10,10 +10,10 @@ mod common;
 use std::time::Duration;
 
 use cocoon_vmm::devices::virtio::block::{Disk, DiskError};
-use cocoon_vmm::{DriveSpec, VmExit};
+use cocoon_vmm::DriveSpec;
 use common::asm::Asm;
 use common::mmio::*;
-use common::{kvm_or_skip, raw_config, run};
+use common::{assert_driver_ok, kvm_or_skip, raw_config, run};
 
 const SECTORS: u32 = 64;
 /// The sector the guest writes and reads back.
@@ -89,26 +89,14 @@ fn request(
 #[rustfmt::skip]
 fn driver() -> Vec<u8> {
     let mut a = Asm::new();
-    a.mov_edi(MMIO)
-        .load32_rdi(MAGIC).cmp_eax(0x7472_6976).jne("f21")
-        .load32_rdi(VERSION).cmp_eax(2).jne("f22")
-        .load32_rdi(DEVICE_ID).cmp_eax(2).jne("f23")
-        .store32_rdi(STATUS_REG, 0)
-        .store32_rdi(STATUS_REG, 1)
-        .store32_rdi(STATUS_REG, 3)
-        // FLUSH is bit 9 of the low word, VERSION_1 bit 0 of the high word.
-        .store32_rdi(DEVICE_FEATURES_SEL, 0)
-        .load32_rdi(DEVICE_FEATURES).test_eax(1 << 9).je("f24")
-        .store32_rdi(DEVICE_FEATURES_SEL, 1)
-        .load32_rdi(DEVICE_FEATURES).test_eax(1).je("f24")
-        .store32_rdi(DRIVER_FEATURES_SEL, 1)
-        .store32_rdi(DRIVER_FEATURES, 1)
-        .store32_rdi(DRIVER_FEATURES_SEL, 0)
-        .store32_rdi(DRIVER_FEATURES, 1 << 9)
-        .store32_rdi(STATUS_REG, 0xb)
-        .load32_rdi(STATUS_REG).test_eax(8).je("f25")
-        // capacity (le64) at config offset 0.
-        .load32_rdi(CONFIG).cmp_eax(SECTORS).jne("f26")
+    // FLUSH (bit 9) and VERSION_1 (bit 32) offered and acked.
+    Handshake {
+        base: MMIO, device_id: 2, bad_magic: Some("f21"), bad_version: Some("f22"),
+        wrong_device: "f23", needs: &[(9, "f24"), (32, "f24")], acks: VERSION_1 | 1 << 9,
+        refused: "f25",
+    }.emit(&mut a);
+    // capacity (le64) at config offset 0.
+    a.load32_rdi(CONFIG).cmp_eax(SECTORS).jne("f26")
         .load32_rdi(CONFIG + 4).cmp_eax(0).jne("f26");
     setup_queue(&mut a, 0, QSIZE, RING, "f27");
     a.store32_rdi(STATUS_REG, 0xf)
@@ -174,12 +162,7 @@ fn guest_driver_writes_and_reads_back_a_sector() {
         .exit
         .clone()
         .expect("the guest driver finished within 20 s");
-    if let VmExit::DebugExit(code) = exit {
-        if let Some((_, why)) = FAILURES.iter().find(|(c, _)| *c == code) {
-            panic!("guest driver failed: {why}");
-        }
-    }
-    assert_eq!(exit, VmExit::DebugExit(OK));
+    assert_driver_ok(&exit, OK, &FAILURES);
 
     // The pattern is in the file at the sector's offset, and nowhere else.
     let file = std::fs::read(&image).unwrap();

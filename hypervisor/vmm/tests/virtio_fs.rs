@@ -13,7 +13,7 @@ use cocoon_vmm::{SharedFsSpec, VmExit};
 use common::asm::Asm;
 use common::mmio::*;
 use common::virtiofsd::Virtiofsd;
-use common::{kvm_or_skip, raw_config};
+use common::{assert_driver_ok, kvm_or_skip, raw_config};
 
 const QSIZE: u32 = 16;
 const HIPRIO: Ring = Ring::at(0x30_0000);
@@ -69,20 +69,11 @@ fn wait_vring_interrupt(a: &mut Asm, top: &'static str, done: &'static str) {
 #[rustfmt::skip]
 fn driver() -> Vec<u8> {
     let mut a = Asm::new();
-    a.mov_edi(MMIO)
-        .load32_rdi(MAGIC).cmp_eax(0x7472_6976).jne("f21")
-        .load32_rdi(VERSION).cmp_eax(2).jne("f22")
-        .load32_rdi(DEVICE_ID).cmp_eax(26).jne("f23")
-        .store32_rdi(STATUS, 0)
-        .store32_rdi(STATUS, 1)
-        .store32_rdi(STATUS, 3)
-        // VERSION_1 only.
-        .store32_rdi(DRIVER_FEATURES_SEL, 1)
-        .store32_rdi(DRIVER_FEATURES, 1)
-        .store32_rdi(DRIVER_FEATURES_SEL, 0)
-        .store32_rdi(DRIVER_FEATURES, 0)
-        .store32_rdi(STATUS, 0xb)
-        .load32_rdi(STATUS).test_eax(8).je("f24");
+    // VERSION_1 only.
+    Handshake {
+        base: MMIO, device_id: 26, bad_magic: Some("f21"), bad_version: Some("f22"),
+        wrong_device: "f23", needs: &[], acks: VERSION_1, refused: "f24",
+    }.emit(&mut a);
     setup_queue(&mut a, 0, QSIZE, HIPRIO, "f25");
     setup_queue(&mut a, 1, QSIZE, REQ, "f25");
     a.store32_rdi(STATUS, 0xf)
@@ -145,12 +136,7 @@ fn guest_driver_talks_fuse_to_virtiofsd() {
     let exit = vmm
         .wait_timeout(Duration::from_secs(20))
         .expect("the guest driver finished");
-    if let VmExit::DebugExit(code) = exit {
-        if let Some((_, why)) = FAILURES.iter().find(|(c, _)| *c == code) {
-            panic!("guest driver failed: {why}");
-        }
-    }
-    assert_eq!(exit, VmExit::DebugExit(OK));
+    assert_driver_ok(&exit, OK, &FAILURES);
 
     let metrics = vmm.metrics().snapshot();
     let fs = &metrics["devices"][0];

@@ -7,10 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use cocoon_vmm::VmExit;
 use common::asm::Asm;
 use common::mmio::*;
-use common::{kvm_or_skip, raw_config, run};
+use common::{assert_driver_ok, kvm_or_skip, raw_config, run};
 use vm_memory::{Bytes, GuestAddress};
 
 /// Where the guest puts its queue (guest physical, identity-mapped).
@@ -37,26 +36,13 @@ const FAILURES: [(u8, &str); 10] = [
 #[rustfmt::skip]
 fn driver() -> Vec<u8> {
     let mut a = Asm::new();
-    a.mov_edi(MMIO)
-        // Identification.
-        .load32_rdi(MAGIC).cmp_eax(0x7472_6976).jne("f21")
-        .load32_rdi(VERSION).cmp_eax(2).jne("f22")
-        .load32_rdi(DEVICE_ID).cmp_eax(4).jne("f23")
-        // Reset, ACKNOWLEDGE, DRIVER.
-        .store32_rdi(STATUS, 0)
-        .store32_rdi(STATUS, 1)
-        .store32_rdi(STATUS, 3)
-        // Features: VERSION_1 is bit 0 of the high word.
-        .store32_rdi(DEVICE_FEATURES_SEL, 1)
-        .load32_rdi(DEVICE_FEATURES).test_eax(1).je("f24")
-        .store32_rdi(DRIVER_FEATURES_SEL, 1)
-        .store32_rdi(DRIVER_FEATURES, 1)
-        .store32_rdi(DRIVER_FEATURES_SEL, 0)
-        .store32_rdi(DRIVER_FEATURES, 0)
-        .store32_rdi(STATUS, 0xb)
-        .load32_rdi(STATUS).test_eax(8).je("f25")
-        // Queue 0: 16 entries at DESC/AVAIL/USED.
-        .store32_rdi(QUEUE_SEL, 0)
+    // VERSION_1 (bit 32) offered and acked.
+    Handshake {
+        base: MMIO, device_id: 4, bad_magic: Some("f21"), bad_version: Some("f22"),
+        wrong_device: "f23", needs: &[(32, "f24")], acks: VERSION_1, refused: "f25",
+    }.emit(&mut a);
+    // Queue 0: 16 entries at DESC/AVAIL/USED.
+    a.store32_rdi(QUEUE_SEL, 0)
         .load32_rdi(QUEUE_NUM_MAX).cmp_eax(16).jb("f26")
         .store32_rdi(QUEUE_NUM, 16)
         .store32_rdi(QUEUE_DESC, DESC)
@@ -111,12 +97,7 @@ fn guest_driver_gets_entropy_through_a_virtqueue() {
         .exit
         .clone()
         .expect("the guest driver finished within 20 s");
-    if let VmExit::DebugExit(code) = exit {
-        if let Some((_, why)) = FAILURES.iter().find(|(c, _)| *c == code) {
-            panic!("guest driver failed: {why}");
-        }
-    }
-    assert_eq!(exit, VmExit::DebugExit(OK));
+    assert_driver_ok(&exit, OK, &FAILURES);
     // The host sees the same: the used ring and a non-zero buffer.
     let mem = out.vmm.memory();
     let used_idx: u16 = mem.read_obj(GuestAddress(u64::from(USED) + 2)).unwrap();

@@ -6,26 +6,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use cocoon_vmm::{VmExit, VsockSpec};
 use common::asm::Asm;
+use common::guest::{
+    connect_and_expect_hi, header, EVQ, GUEST_CID, GUEST_PORT, QSIZE, RX, RX_BUF, RX_BUF_LEN, TX,
+    TX_BUF, TX_BUF2,
+};
 use common::mmio::*;
-use common::{kvm_or_skip, raw_config};
-
-const GUEST_CID: u32 = 3;
-const HOST_CID: u32 = 2;
-const GUEST_PORT: u32 = 1234;
-const QSIZE: u32 = 16;
-const RX: Ring = Ring::at(0x30_0000);
-const TX: Ring = Ring::at(0x30_4000);
-const EVQ: Ring = Ring::at(0x30_8000);
-const RX_BUF: u32 = 0x31_0000;
-const RX_BUF_LEN: u32 = 4096 + 44;
-const TX_BUF: u32 = 0x32_0000;
-const TX_BUF2: u32 = 0x32_1000;
+use common::{assert_driver_ok, kvm_or_skip, raw_config};
 
 const OK: u8 = 0x10;
 const FAILURES: [(u8, &str); 8] = [
@@ -39,39 +30,14 @@ const FAILURES: [(u8, &str); 8] = [
     (0x28, "no used-buffer interrupt status"),
 ];
 
-/// Writes a vsock header at `at`: from our port to the port the request came from,
-/// with `op` and a payload of `len` bytes.
-fn header(a: &mut Asm, at: u32, op: u16, len: u32) {
-    a.store64(at, GUEST_CID)
-        .store64(at + 8, HOST_CID)
-        .store32(at + 16, GUEST_PORT)
-        .load32(RX_BUF + 16)
-        .store32_eax(at + 20)
-        .store32(at + 24, len)
-        .store16(at + 28, 1)
-        .store16(at + 30, op)
-        .store32(at + 32, 0)
-        .store32(at + 36, 64 * 1024)
-        .store32(at + 40, 0);
-}
-
 #[rustfmt::skip]
 fn driver() -> Vec<u8> {
     let mut a = Asm::new();
-    a.mov_edi(MMIO)
-        .load32_rdi(MAGIC).cmp_eax(0x7472_6976).jne("f21")
-        .load32_rdi(VERSION).cmp_eax(2).jne("f22")
-        .load32_rdi(DEVICE_ID).cmp_eax(19).jne("f23")
-        .store32_rdi(STATUS, 0)
-        .store32_rdi(STATUS, 1)
-        .store32_rdi(STATUS, 3)
-        // VERSION_1 only (bit 0 of the high word).
-        .store32_rdi(DRIVER_FEATURES_SEL, 1)
-        .store32_rdi(DRIVER_FEATURES, 1)
-        .store32_rdi(DRIVER_FEATURES_SEL, 0)
-        .store32_rdi(DRIVER_FEATURES, 0)
-        .store32_rdi(STATUS, 0xb)
-        .load32_rdi(STATUS).test_eax(8).je("f24");
+    // VERSION_1 only.
+    Handshake {
+        base: MMIO, device_id: 19, bad_magic: Some("f21"), bad_version: Some("f22"),
+        wrong_device: "f23", needs: &[], acks: VERSION_1, refused: "f24",
+    }.emit(&mut a);
     setup_queue(&mut a, 0, QSIZE, RX, "f25");
     setup_queue(&mut a, 1, QSIZE, TX, "f25");
     setup_queue(&mut a, 2, QSIZE, EVQ, "f25");
@@ -110,18 +76,6 @@ fn driver() -> Vec<u8> {
     a.finish()
 }
 
-fn read_line(s: &mut UnixStream) -> String {
-    let mut line = vec![];
-    let mut b = [0u8; 1];
-    while line.last() != Some(&b'\n') {
-        match s.read(&mut b) {
-            Ok(1) => line.push(b[0]),
-            other => panic!("reading the handshake reply after {line:?}: {other:?}"),
-        }
-    }
-    String::from_utf8(line).unwrap()
-}
-
 #[test]
 fn guest_driver_accepts_a_host_connection_and_sends_bytes() {
     if !kvm_or_skip("virtio-vsock") {
@@ -145,24 +99,12 @@ fn guest_driver_accepts_a_host_connection_and_sends_bytes() {
     client
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    client
-        .write_all(format!("CONNECT {GUEST_PORT}\n").as_bytes())
-        .unwrap();
-    let reply = read_line(&mut client);
-    assert!(reply.starts_with("OK "), "{reply:?}");
-    let mut data = [0u8; 3];
-    client.read_exact(&mut data).unwrap();
-    assert_eq!(&data, b"hi\n");
+    connect_and_expect_hi(&mut client);
 
     let exit = vmm
         .wait_timeout(Duration::from_secs(20))
         .expect("the guest driver finished");
-    if let VmExit::DebugExit(code) = exit {
-        if let Some((_, why)) = FAILURES.iter().find(|(c, _)| *c == code) {
-            panic!("guest driver failed: {why}");
-        }
-    }
-    assert_eq!(exit, VmExit::DebugExit(OK));
+    assert_driver_ok(&exit, OK, &FAILURES);
     eprintln!(
         "virtio-vsock guest: connect round trip done in {:?}; {:?}",
         start.elapsed(),

@@ -7,14 +7,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::asm::Asm;
-use common::guest::{self, GUEST_PORT, OK};
+use common::guest::{self, OK};
 use common::kvm_or_skip;
 use common::mmio::MMIO;
 use common::pvh;
@@ -69,18 +69,6 @@ fn finish(child: Child) -> (Option<i32>, String) {
     (out.status.code(), err)
 }
 
-fn read_line(s: &mut UnixStream) -> String {
-    let mut line = vec![];
-    let mut b = [0u8; 1];
-    while line.last() != Some(&b'\n') {
-        match s.read(&mut b) {
-            Ok(1) => line.push(b[0]),
-            other => panic!("reading the handshake reply after {line:?}: {other:?}"),
-        }
-    }
-    String::from_utf8(line).unwrap()
-}
-
 #[test]
 fn a_guest_using_rng_and_vsock_runs_to_a_clean_exit_under_the_filters() {
     if !kvm_or_skip("vmm binary under seccomp") {
@@ -106,14 +94,7 @@ fn a_guest_using_rng_and_vsock_runs_to_a_clean_exit_under_the_filters() {
         UnixStream::connect(&uds).ok()
     });
     client.set_read_timeout(Some(WAIT)).unwrap();
-    client
-        .write_all(format!("CONNECT {GUEST_PORT}\n").as_bytes())
-        .unwrap();
-    let reply = read_line(&mut client);
-    assert!(reply.starts_with("OK "), "{reply:?}");
-    let mut data = [0u8; 3];
-    client.read_exact(&mut data).unwrap();
-    assert_eq!(&data, b"hi\n");
+    guest::connect_and_expect_hi(&mut client);
 
     let (code, err) = finish(child);
     if let Some(why) = code.and_then(|c| guest::failure(c as u8)) {

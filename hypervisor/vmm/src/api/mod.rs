@@ -39,21 +39,18 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::stoppable::StoppableThread;
 
 /// How long a client has to send its request and take the response.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The running API thread. [`ApiServer::stop`] (or dropping it) ends the thread and
 /// removes the socket.
-pub struct ApiServer {
-    /// Closing it (or writing to it) wakes the thread to end.
-    stop: Option<UnixStream>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct ApiServer(StoppableThread);
 
 impl ApiServer {
     /// Serves `socket` on a thread of its own (`api`) against `slot`.
@@ -66,33 +63,20 @@ impl ApiServer {
                 crate::seccomp::apply(crate::seccomp::ThreadKind::Api);
                 serve(&socket, &slot, &theirs)
             })?;
-        Ok(ApiServer {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        // Closing `stop` wakes the thread to end: it sees its end of the pair become
+        // readable (EOF).
+        let signal = move || drop(stop);
+        Ok(ApiServer(StoppableThread::new(
+            thread,
+            "the API thread panicked",
+            signal,
+        )))
     }
 
     /// Ends the thread (after the request it is serving, if any) and removes the
     /// socket.
-    pub fn stop(mut self) {
-        self.end();
-    }
-
-    fn end(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        // The thread sees its end of the pair become readable (EOF).
-        drop(self.stop.take());
-        if thread.join().is_err() {
-            tracing::warn!("the API thread panicked");
-        }
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        self.end();
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 

@@ -1,24 +1,21 @@
 //! A device's own event thread, and how the VMM ends it.
 //!
-//! Devices with host-side I/O (vsock) run an epoll loop on a thread of their own,
-//! woken by KVM ioeventfds (queue notifications), their host fds and a stop event.
-//! The loop owns the device's host resources, so ending the thread releases them
-//! (for vsock: its unix socket is removed). The thread's first action is installing
-//! the device seccomp filter ([`seccomp::apply`]), when filters are on.
+//! Devices with host-side I/O run an epoll loop ([`super::epoll_loop`]) on a thread
+//! of their own, woken by a stop event and the device's own fds (KVM ioeventfds for
+//! queue notifications, host sockets, a tap, a backend's signals). The loop owns the
+//! device's host resources, so ending the thread releases them (for vsock: its unix
+//! socket is removed). The thread's first action is installing the device seccomp
+//! filter ([`seccomp::apply`]), when filters are on.
 
 use std::io;
-use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::seccomp::{self, ThreadKind};
+use crate::stoppable::StoppableThread;
 
 /// A running device thread. Dropping it stops the thread and waits for it.
-pub struct DeviceThread {
-    name: String,
-    stop: EventFd,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct DeviceThread(StoppableThread);
 
 impl DeviceThread {
     /// Spawns `run` on a thread called `name`, under the [`ThreadKind::Device`] seccomp
@@ -44,34 +41,22 @@ impl DeviceThread {
                 seccomp::apply(kind);
                 run(theirs)
             })?;
-        Ok(DeviceThread {
-            name: name.to_owned(),
-            stop,
-            thread: Some(thread),
-        })
+        let name = name.to_owned();
+        let signal = move || {
+            if let Err(e) = stop.write(1) {
+                tracing::warn!(thread = %name, error = %e, "signalling a device thread to stop");
+            }
+        };
+        Ok(DeviceThread(StoppableThread::new(
+            thread,
+            "device thread panicked",
+            signal,
+        )))
     }
 
     /// Tells the thread to end and waits for it.
-    pub fn stop(mut self) {
-        self.end();
-    }
-
-    fn end(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        if let Err(e) = self.stop.write(1) {
-            tracing::warn!(thread = %self.name, error = %e, "signalling a device thread to stop");
-        }
-        if thread.join().is_err() {
-            tracing::warn!(thread = %self.name, "device thread panicked");
-        }
-    }
-}
-
-impl Drop for DeviceThread {
-    fn drop(&mut self) {
-        self.end();
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 

@@ -7,6 +7,9 @@
 //! `GUEST_PORT` (a client on the hybrid socket sends `CONNECT 1234\n`), accepts it and
 //! sends `hi\n`. Any failed check exits with a code of [`FAILURES`].
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
 use super::asm::Asm;
 use super::mmio::*;
 
@@ -33,34 +36,21 @@ pub fn failure(code: u8) -> Option<&'static str> {
 }
 
 const HOST_CID: u32 = 2;
-const QSIZE: u32 = 16;
+pub const QSIZE: u32 = 16;
 const RNG_Q: Ring = Ring::at(0x28_0000);
 const RNG_BUF: u32 = 0x2b_0000;
-const RX: Ring = Ring::at(0x30_0000);
-const TX: Ring = Ring::at(0x30_4000);
-const EVQ: Ring = Ring::at(0x30_8000);
-const RX_BUF: u32 = 0x31_0000;
-const RX_BUF_LEN: u32 = 4096 + 44;
-const TX_BUF: u32 = 0x32_0000;
-const TX_BUF2: u32 = 0x32_1000;
+/// The vsock part's queues and buffers.
+pub const RX: Ring = Ring::at(0x30_0000);
+pub const TX: Ring = Ring::at(0x30_4000);
+pub const EVQ: Ring = Ring::at(0x30_8000);
+pub const RX_BUF: u32 = 0x31_0000;
+pub const RX_BUF_LEN: u32 = 4096 + 44;
+pub const TX_BUF: u32 = 0x32_0000;
+pub const TX_BUF2: u32 = 0x32_1000;
 
-/// Reset, ACKNOWLEDGE | DRIVER, VERSION_1 only, FEATURES_OK (checked).
-fn negotiate(a: &mut Asm, refused: &'static str) {
-    a.store32_rdi(STATUS, 0)
-        .store32_rdi(STATUS, 1)
-        .store32_rdi(STATUS, 3)
-        .store32_rdi(DRIVER_FEATURES_SEL, 1)
-        .store32_rdi(DRIVER_FEATURES, 1)
-        .store32_rdi(DRIVER_FEATURES_SEL, 0)
-        .store32_rdi(DRIVER_FEATURES, 0)
-        .store32_rdi(STATUS, 0xb)
-        .load32_rdi(STATUS)
-        .test_eax(8)
-        .je(refused);
-}
-
-/// A vsock header at `at`: from our port to the port the host's request came from.
-fn header(a: &mut Asm, at: u32, op: u16, len: u32) {
+/// A vsock header at `at`: from our port to the port the host's request (in the RX
+/// buffer) came from.
+pub fn header(a: &mut Asm, at: u32, op: u16, len: u32) {
     a.store64(at, GUEST_CID)
         .store64(at + 8, HOST_CID)
         .store32(at + 16, GUEST_PORT)
@@ -76,10 +66,11 @@ fn header(a: &mut Asm, at: u32, op: u16, len: u32) {
 
 #[rustfmt::skip]
 fn rng(a: &mut Asm, base: u32) {
-    a.mov_edi(base)
-        .load32_rdi(MAGIC).cmp_eax(0x7472_6976).jne("f21")
-        .load32_rdi(DEVICE_ID).cmp_eax(4).jne("f22");
-    negotiate(a, "f23");
+    // VERSION_1 only.
+    Handshake {
+        base, device_id: 4, bad_magic: Some("f21"), bad_version: None, wrong_device: "f22",
+        needs: &[], acks: VERSION_1, refused: "f23",
+    }.emit(a);
     setup_queue(a, 0, QSIZE, RNG_Q, "f24");
     write_desc(a, RNG_Q, 0, RNG_BUF, 64, 2);
     publish(a, RNG_Q, 0, 0);
@@ -92,9 +83,11 @@ fn rng(a: &mut Asm, base: u32) {
 
 #[rustfmt::skip]
 fn vsock(a: &mut Asm, base: u32) {
-    a.mov_edi(base)
-        .load32_rdi(DEVICE_ID).cmp_eax(19).jne("f31");
-    negotiate(a, "f32");
+    // VERSION_1 only.
+    Handshake {
+        base, device_id: 19, bad_magic: None, bad_version: None, wrong_device: "f31",
+        needs: &[], acks: VERSION_1, refused: "f32",
+    }.emit(a);
     setup_queue(a, 0, QSIZE, RX, "f33");
     setup_queue(a, 1, QSIZE, TX, "f33");
     setup_queue(a, 2, QSIZE, EVQ, "f33");
@@ -133,6 +126,31 @@ pub fn rng_and_vsock(rng_base: u32, vsock_base: u32) -> Vec<u8> {
         a.label(label(code)).exit(code);
     }
     a.finish()
+}
+
+/// The host's side of the vsock part, on a client of the hybrid socket: asks for
+/// [`GUEST_PORT`], expects `OK <port>\n`, then the guest's `hi\n`.
+pub fn connect_and_expect_hi(client: &mut UnixStream) {
+    client
+        .write_all(format!("CONNECT {GUEST_PORT}\n").as_bytes())
+        .unwrap();
+    let reply = read_line(client);
+    assert!(reply.starts_with("OK "), "{reply:?}");
+    let mut data = [0u8; 3];
+    client.read_exact(&mut data).unwrap();
+    assert_eq!(&data, b"hi\n");
+}
+
+fn read_line(s: &mut UnixStream) -> String {
+    let mut line = vec![];
+    let mut b = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        match s.read(&mut b) {
+            Ok(1) => line.push(b[0]),
+            other => panic!("reading the handshake reply after {line:?}: {other:?}"),
+        }
+    }
+    String::from_utf8(line).unwrap()
 }
 
 fn label(code: u8) -> &'static str {

@@ -87,3 +87,62 @@ pub fn wait_used(a: &mut Asm, ring: Ring, idx: u32, top: &'static str, done: &'s
         .jmp(top)
         .label(done);
 }
+
+/// VERSION_1 (bit 32), which every test guest's driver acks.
+pub const VERSION_1: u64 = 1 << 32;
+/// The magic value, "virt".
+pub const MAGIC_VALUE: u32 = 0x7472_6976;
+
+/// The start of every test guest's driver (virtio 1.2 §3.1.1) on the device whose
+/// window is at `base` (left in `rdi`): identification, reset, ACKNOWLEDGE | DRIVER,
+/// the offered features the driver needs, the driver's features, FEATURES_OK and its
+/// check. A failed check jumps to its label.
+pub struct Handshake {
+    pub base: u32,
+    pub device_id: u32,
+    /// Jumped to on a bad magic value; `None`: not checked.
+    pub bad_magic: Option<&'static str>,
+    /// Jumped to on a version other than 2; `None`: not checked.
+    pub bad_version: Option<&'static str>,
+    /// Jumped to on another device id.
+    pub wrong_device: &'static str,
+    /// Feature bits the device must offer, each checked on its own, and where to jump
+    /// when it does not.
+    pub needs: &'static [(u32, &'static str)],
+    /// The driver's features ([`VERSION_1`] included).
+    pub acks: u64,
+    /// Jumped to when the device refuses FEATURES_OK.
+    pub refused: &'static str,
+}
+
+impl Handshake {
+    pub fn emit(&self, a: &mut Asm) {
+        a.mov_edi(self.base);
+        if let Some(label) = self.bad_magic {
+            a.load32_rdi(MAGIC).cmp_eax(MAGIC_VALUE).jne(label);
+        }
+        if let Some(label) = self.bad_version {
+            a.load32_rdi(VERSION).cmp_eax(2).jne(label);
+        }
+        a.load32_rdi(DEVICE_ID)
+            .cmp_eax(self.device_id)
+            .jne(self.wrong_device)
+            .store32_rdi(STATUS, 0)
+            .store32_rdi(STATUS, 1)
+            .store32_rdi(STATUS, 3);
+        for &(bit, label) in self.needs {
+            a.store32_rdi(DEVICE_FEATURES_SEL, bit / 32)
+                .load32_rdi(DEVICE_FEATURES)
+                .test_eax(1 << (bit % 32))
+                .je(label);
+        }
+        a.store32_rdi(DRIVER_FEATURES_SEL, 1)
+            .store32_rdi(DRIVER_FEATURES, (self.acks >> 32) as u32)
+            .store32_rdi(DRIVER_FEATURES_SEL, 0)
+            .store32_rdi(DRIVER_FEATURES, self.acks as u32)
+            .store32_rdi(STATUS, 0xb)
+            .load32_rdi(STATUS)
+            .test_eax(8)
+            .je(self.refused);
+    }
+}

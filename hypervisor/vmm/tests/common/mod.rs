@@ -53,6 +53,17 @@ pub fn raw_config(code: Vec<u8>, serial_log: PathBuf) -> VmConfig {
     }
 }
 
+/// Asserts that a test guest's driver exited with `ok`; an exit code in `failures`
+/// fails the test with its reason.
+pub fn assert_driver_ok(exit: &VmExit, ok: u8, failures: &[(u8, &str)]) {
+    if let VmExit::DebugExit(code) = exit {
+        if let Some((_, why)) = failures.iter().find(|(c, _)| c == code) {
+            panic!("guest driver failed: {why}");
+        }
+    }
+    assert_eq!(*exit, VmExit::DebugExit(ok));
+}
+
 /// What a finished test VM left behind.
 pub struct Outcome {
     pub exit: Option<VmExit>,

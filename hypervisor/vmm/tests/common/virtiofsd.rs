@@ -1,4 +1,5 @@
-//! A real virtiofsd for tests, serving a fresh temporary directory.
+//! A real virtiofsd for tests, serving a fresh temporary directory. The virtio-fs unit
+//! tests (`src/devices/virtio/fs/tests.rs`) include this file too.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,6 +21,7 @@ pub struct Virtiofsd {
     pub socket: PathBuf,
     /// The directory it serves.
     pub shared: PathBuf,
+    // Dropped after the process is gone.
     _dir: tempfile::TempDir,
 }
 

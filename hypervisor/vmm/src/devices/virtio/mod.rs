@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -43,16 +43,49 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// Maximum size of each queue (each a power of two, at most 32768).
     fn queue_max_sizes(&self) -> &[u16];
-    /// Reads device config space at `offset`; any offset and length may come in.
+    /// Reads device config space at `offset`; any offset and length may come in
+    /// ([`read_config_bytes`] serves a config space held as bytes).
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes device config space; any offset and length may come in.
-    fn write_config(&mut self, offset: u64, data: &[u8]);
+    ///
+    /// By default the config space is read-only and writes are ignored: no device here
+    /// offers a writable field (virtio-blk has no CONFIG_WCE, virtio-net no
+    /// CTRL_MAC_ADDR, and the vsock, fs and rng config spaces are read-only).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// Starts the device with the driver's queues.
     fn activate(&mut self, active: ActiveDevice) -> Result<(), ActivateError>;
     /// The driver notified queue `index` (< the number of queues).
     fn queue_notify(&mut self, index: u16);
     /// Drops the queues and returns to the state before activation.
     fn reset(&mut self);
+}
+
+/// Reads `data.len()` bytes at `offset` of a config space held as `config`; bytes past
+/// its end (or at offsets that do not fit a `usize`) read as zero.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        let at = offset
+            .checked_add(i as u64)
+            .and_then(|o| usize::try_from(o).ok());
+        *b = at.and_then(|o| config.get(o).copied()).unwrap_or(0);
+    }
+}
+
+/// The activation prologue: the driver's queues as the `N` a device has, those at
+/// `must_be_ready` (each below `N`) ready. Another number of queues is
+/// [`ActivateError::QueueCount`]; the first of `must_be_ready` not ready,
+/// [`ActivateError::QueueNotReady`].
+pub fn take_queues<const N: usize>(
+    queues: Vec<Queue>,
+    must_be_ready: &[usize],
+) -> Result<[Queue; N], ActivateError> {
+    let got = queues.len();
+    let queues = <[Queue; N]>::try_from(queues)
+        .map_err(|_| ActivateError::QueueCount { expected: N, got })?;
+    if let Some(&index) = must_be_ready.iter().find(|&&i| !queues[i].ready()) {
+        return Err(ActivateError::QueueNotReady(index));
+    }
+    Ok(queues)
 }
 
 /// What a device gets at activation.

@@ -11,7 +11,9 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::{ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt};
+use super::{
+    read_config_bytes, take_queues, ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt,
+};
 
 /// The single request queue's maximum size.
 pub const QUEUE_SIZE: u16 = 256;
@@ -144,21 +146,13 @@ impl VirtioDevice for Rng {
         &[QUEUE_SIZE]
     }
 
-    fn read_config(&self, _offset: u64, data: &mut [u8]) {
-        // No config space.
-        data.fill(0);
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // No config space: every byte reads as zero.
+        read_config_bytes(&[], offset, data);
     }
 
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-
     fn activate(&mut self, active: ActiveDevice) -> Result<(), ActivateError> {
-        let got = active.queues.len();
-        let Ok([queue]) = <[Queue; 1]>::try_from(active.queues) else {
-            return Err(ActivateError::QueueCount { expected: 1, got });
-        };
-        if !queue.ready() {
-            return Err(ActivateError::QueueNotReady(0));
-        }
+        let [queue] = take_queues(active.queues, &[0])?;
         self.active = Some(Active {
             mem: active.mem,
             queue,

@@ -2,11 +2,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use virtio_bindings::virtio_config::{
+    VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_FEATURES_OK,
+    VIRTIO_F_VERSION_1,
+};
+use virtio_bindings::virtio_mmio::*;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateError, ActiveDevice, MmioTransport, VirtioDevice, VirtioInterrupt};
+use super::{
+    read_config_bytes, ActivateError, ActiveDevice, MmioTransport, VirtioDevice, VirtioInterrupt,
+};
 use crate::devices::BusDevice;
 
 /// What the fake device saw.
@@ -36,15 +42,8 @@ impl VirtioDevice for FakeDevice {
         &[16, 16]
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = 0x0807_0605_0403_0201u64.to_le_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            let at = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok());
-            *b = at.and_then(|o| config.get(o).copied()).unwrap_or(0);
-        }
+        read_config_bytes(&0x0807_0605_0403_0201u64.to_le_bytes(), offset, data);
     }
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     fn activate(&mut self, active: ActiveDevice) -> Result<(), ActivateError> {
         let mut s = self.state.lock().unwrap();
         if s.refuse_activation {
@@ -66,13 +65,76 @@ impl VirtioDevice for FakeDevice {
 pub fn fake_transport() -> (MmioTransport, Arc<Mutex<FakeState>>) {
     let state = Arc::new(Mutex::new(FakeState::default()));
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-    let interrupt = Arc::new(VirtioInterrupt::new(
-        EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-    ));
-    let device = Box::new(FakeDevice {
+    let device = FakeDevice {
         state: state.clone(),
-    });
-    (MmioTransport::new(device, mem, interrupt).unwrap(), state)
+    };
+    (transport(device, mem).0, state)
+}
+
+/// A transport around `device` on `mem`, and the eventfd its interrupt raises.
+pub fn transport(
+    device: impl VirtioDevice + 'static,
+    mem: GuestMemoryMmap,
+) -> (MmioTransport, EventFd) {
+    let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let interrupt = Arc::new(VirtioInterrupt::new(irq.try_clone().unwrap()));
+    let t = MmioTransport::new(Box::new(device), mem, interrupt).unwrap();
+    (t, irq)
+}
+
+/// The features the device offers, both words.
+pub fn device_features(t: &mut MmioTransport) -> u64 {
+    w32(t, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+    let low = r32(t, VIRTIO_MMIO_DEVICE_FEATURES);
+    w32(t, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+    let high = r32(t, VIRTIO_MMIO_DEVICE_FEATURES);
+    u64::from(high) << 32 | u64::from(low)
+}
+
+/// The start of a test driver: reset, ACKNOWLEDGE | DRIVER, `features` (VERSION_1
+/// included; a word that is zero is left as the reset left it), FEATURES_OK (not
+/// checked here).
+pub fn negotiate(t: &mut MmioTransport, features: u64) {
+    let ack_driver = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER;
+    w32(t, VIRTIO_MMIO_STATUS, 0);
+    w32(t, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+    w32(t, VIRTIO_MMIO_STATUS, ack_driver);
+    for sel in 0..2 {
+        let word = (features >> (32 * sel)) as u32;
+        if word != 0 {
+            w32(t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, sel);
+            w32(t, VIRTIO_MMIO_DRIVER_FEATURES, word);
+        }
+    }
+    w32(
+        t,
+        VIRTIO_MMIO_STATUS,
+        ack_driver | VIRTIO_CONFIG_S_FEATURES_OK,
+    );
+}
+
+/// Sets queue `q` up: checks that the device offers `max` entries, gives it `size`
+/// with its rings from `base` (the descriptor table; the available ring a page on, the
+/// used ring two), and marks it ready.
+pub fn setup_queue(t: &mut MmioTransport, q: u32, max: u16, size: u16, base: u64) {
+    let base = u32::try_from(base).unwrap();
+    w32(t, VIRTIO_MMIO_QUEUE_SEL, q);
+    assert_eq!(r32(t, VIRTIO_MMIO_QUEUE_NUM_MAX), u32::from(max));
+    w32(t, VIRTIO_MMIO_QUEUE_NUM, u32::from(size));
+    w32(t, VIRTIO_MMIO_QUEUE_DESC_LOW, base);
+    w32(t, VIRTIO_MMIO_QUEUE_AVAIL_LOW, base + 0x1000);
+    w32(t, VIRTIO_MMIO_QUEUE_USED_LOW, base + 0x2000);
+    w32(t, VIRTIO_MMIO_QUEUE_READY, 1);
+}
+
+/// Makes `head` available on the split queue of `size` entries whose available ring is
+/// at `avail`: puts it in slot `*idx % size`, then publishes `*idx + 1` (kept in `idx`).
+pub fn publish(mem: &GuestMemoryMmap, avail: u64, size: u16, idx: &mut u16, head: u16) {
+    let slot = u64::from(*idx % size);
+    mem.write_obj(head, GuestAddress(avail + 4 + 2 * slot))
+        .unwrap();
+    *idx = idx.wrapping_add(1);
+    mem.write_obj(*idx, GuestAddress(avail + 2)).unwrap();
 }
 
 pub fn w32(t: &mut MmioTransport, offset: u32, value: u32) {

@@ -2,17 +2,17 @@
 //! activation) and the stop event. It owns the disk: ending the thread closes the
 //! image and releases its lock.
 
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::worker::Worker;
 use super::{BlockMetrics, Shared};
+use crate::devices::epoll_loop::{self, EpollHandler};
 
-const STOP: u64 = 0;
 const KICK: u64 = 1;
 
 /// The device thread's state; [`EventHandler::run`] is its body.
@@ -40,41 +40,7 @@ impl EventHandler {
 
     /// Runs until `stop` fires; then the disk goes away.
     pub(super) fn run(mut self, stop: EventFd) {
-        let epoll = match self.epoll(&stop) {
-            Ok(epoll) => epoll,
-            Err(error) => {
-                tracing::error!(%error, "virtio-blk event loop setup failed; the device is dead");
-                return;
-            }
-        };
-        let mut events = [EpollEvent::default(); 2];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    tracing::error!(%error, "virtio-blk epoll failed; the device is dead");
-                    return;
-                }
-            };
-            for event in &events[..n] {
-                match event.data() {
-                    STOP => return,
-                    // Reading resets the counter; several kicks need one pass.
-                    _ => drop(self.kick.read()),
-                }
-            }
-            self.process();
-        }
-    }
-
-    fn epoll(&self, stop: &EventFd) -> std::io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        for (fd, token) in [(stop.as_raw_fd(), STOP), (self.kick.as_raw_fd(), KICK)] {
-            let event = EpollEvent::new(EventSet::IN, token);
-            epoll.ctl(ControlOperation::Add, fd, event)?;
-        }
-        Ok(epoll)
+        epoll_loop::run(&mut self, &stop);
     }
 
     /// Serves a batch of requests and signals the guest.
@@ -106,6 +72,23 @@ impl EventHandler {
                 *slot = None;
             }
         }
+    }
+}
+
+impl EpollHandler for EventHandler {
+    const NAME: &'static str = "virtio-blk";
+
+    fn watched(&self) -> Vec<(RawFd, EventSet, u64)> {
+        vec![(self.kick.as_raw_fd(), EventSet::IN, KICK)]
+    }
+
+    fn event(&mut self, _epoll: &Epoll, _token: u64) {
+        // Reading resets the counter; several kicks need one pass.
+        drop(self.kick.read());
+    }
+
+    fn after_events(&mut self) {
+        self.process();
     }
 }
 

@@ -40,7 +40,9 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt};
+use super::{
+    read_config_bytes, take_queues, ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt,
+};
 use crate::config::DriveSpec;
 use crate::devices::thread::DeviceThread;
 
@@ -194,26 +196,11 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            let at = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok());
-            *b = at.and_then(|o| self.config.get(o).copied()).unwrap_or(0);
-        }
-    }
-
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // Nothing writable: no CONFIG_WCE.
+        read_config_bytes(&self.config, offset, data);
     }
 
     fn activate(&mut self, active: ActiveDevice) -> Result<(), ActivateError> {
-        let got = active.queues.len();
-        let Ok([mut queue]) = <[Queue; 1]>::try_from(active.queues) else {
-            return Err(ActivateError::QueueCount { expected: 1, got });
-        };
-        if !queue.ready() {
-            return Err(ActivateError::QueueNotReady(0));
-        }
+        let [mut queue] = take_queues(active.queues, &[0])?;
         queue.set_event_idx(active.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0);
         *self.shared.lock() = Some(Active {
             mem: active.mem,

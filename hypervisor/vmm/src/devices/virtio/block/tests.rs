@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_blk::*;
@@ -15,7 +14,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
 use crate::devices::virtio::mmio::CONFIG_SPACE_OFFSET;
-use crate::devices::virtio::test_utils::{r32, w32};
+use crate::devices::virtio::test_utils::{
+    device_features, negotiate, publish, r32, setup_queue, transport, w32,
+};
 use crate::devices::virtio::MmioTransport;
 use crate::devices::BusDevice;
 
@@ -39,9 +40,7 @@ struct Driver {
 impl Driver {
     fn new(block: Block) -> Driver {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let interrupt = Arc::new(VirtioInterrupt::new(irq.try_clone().unwrap()));
-        let t = MmioTransport::new(Box::new(block), mem.clone(), interrupt).unwrap();
+        let (t, irq) = transport(block, mem.clone());
         Driver {
             t,
             mem,
@@ -59,28 +58,14 @@ impl Driver {
     }
 
     fn features(&mut self) -> u64 {
-        self.w(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-        let low = self.r(VIRTIO_MMIO_DEVICE_FEATURES);
-        self.w(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-        let high = self.r(VIRTIO_MMIO_DEVICE_FEATURES);
-        u64::from(high) << 32 | u64::from(low)
+        device_features(&mut self.t)
     }
 
     /// Reset, VERSION_1 only, one queue of 16, DRIVER_OK.
     fn initialize(&mut self) {
-        self.w(VIRTIO_MMIO_STATUS, 0);
-        self.w(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        self.w(VIRTIO_MMIO_STATUS, 3);
-        self.w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        self.w(VIRTIO_MMIO_DRIVER_FEATURES, 1);
-        self.w(VIRTIO_MMIO_STATUS, 0xb);
-        self.w(VIRTIO_MMIO_QUEUE_SEL, 0);
-        assert_eq!(self.r(VIRTIO_MMIO_QUEUE_NUM_MAX), u32::from(QUEUE_SIZE));
-        self.w(VIRTIO_MMIO_QUEUE_NUM, u32::from(SIZE));
-        self.w(VIRTIO_MMIO_QUEUE_DESC_LOW, DESC as u32);
-        self.w(VIRTIO_MMIO_QUEUE_AVAIL_LOW, AVAIL as u32);
-        self.w(VIRTIO_MMIO_QUEUE_USED_LOW, USED as u32);
-        self.w(VIRTIO_MMIO_QUEUE_READY, 1);
+        negotiate(&mut self.t, 1 << VIRTIO_F_VERSION_1);
+        // AVAIL and USED follow DESC a page apart.
+        setup_queue(&mut self.t, 0, QUEUE_SIZE, SIZE, DESC);
         // The rings start empty.
         self.avail = 0;
         self.mem.write_obj(0u16, GuestAddress(AVAIL + 2)).unwrap();
@@ -110,14 +95,7 @@ impl Driver {
         self.desc(0, HDR, 16, false, false);
         self.desc(1, DATA, len, write, false);
         self.desc(2, STATUS, 1, true, true);
-        let slot = u64::from(self.avail % SIZE);
-        self.mem
-            .write_obj(0u16, GuestAddress(AVAIL + 4 + 2 * slot))
-            .unwrap();
-        self.avail = self.avail.wrapping_add(1);
-        self.mem
-            .write_obj(self.avail, GuestAddress(AVAIL + 2))
-            .unwrap();
+        publish(&self.mem, AVAIL, SIZE, &mut self.avail, 0);
         self.w(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
         self.wait_used(self.avail);
         let status = self.mem.read_obj(GuestAddress(STATUS)).unwrap();

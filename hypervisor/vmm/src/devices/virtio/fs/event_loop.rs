@@ -2,8 +2,9 @@
 //! buffers, forwarded to the guest as a VRING interrupt), the backend socket (hang-up
 //! only) and the stop event. When it ends, it hangs up on the backend.
 
+use std::io;
 use std::net::Shutdown;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{FsMetrics, Shared};
+use crate::devices::epoll_loop::{self, EpollHandler};
 
-const STOP: u64 = 0;
 const HANG_UP: u64 = 1;
 /// Call eventfd `i` has token `CALL + i`.
 const CALL: u64 = 2;
@@ -42,64 +43,11 @@ impl EventLoop {
     }
 
     /// Runs until `stop` fires, then hangs up on the backend.
-    pub(super) fn run(self, stop: EventFd) {
-        self.serve(&stop);
+    pub(super) fn run(mut self, stop: EventFd) {
+        epoll_loop::run(&mut self, &stop);
         // Ending the thread releases the host side: the backend sees the connection
         // close (virtiofsd exits).
         let _ = self.socket.shutdown(Shutdown::Both);
-    }
-
-    fn serve(&self, stop: &EventFd) {
-        let epoll = match self.epoll(stop) {
-            Ok(epoll) => epoll,
-            Err(error) => {
-                tracing::error!(%error, "virtio-fs event loop setup failed; the device is dead");
-                self.backend_gone();
-                return;
-            }
-        };
-        let mut events = [EpollEvent::default(); 4];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    tracing::error!(%error, "virtio-fs epoll failed; the device is dead");
-                    self.backend_gone();
-                    return;
-                }
-            };
-            for event in &events[..n] {
-                match event.data() {
-                    STOP => return,
-                    HANG_UP => {
-                        // Level-triggered: watched no more once seen.
-                        let _ = epoll.ctl(
-                            ControlOperation::Delete,
-                            self.socket.as_raw_fd(),
-                            EpollEvent::default(),
-                        );
-                        self.backend_gone();
-                    }
-                    token => self.forward(token - CALL),
-                }
-            }
-        }
-    }
-
-    fn epoll(&self, stop: &EventFd) -> std::io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        let add = |fd, events, token| {
-            epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))
-        };
-        add(stop.as_raw_fd(), EventSet::IN, STOP)?;
-        // Not IN: replies to the vCPU threads' requests arrive on this socket. A
-        // closed peer shows as RDHUP (HUP and ERR come unasked).
-        add(self.socket.as_raw_fd(), EventSet::READ_HANG_UP, HANG_UP)?;
-        for (i, call) in self.calls.iter().enumerate() {
-            add(call.as_raw_fd(), EventSet::IN, CALL + i as u64)?;
-        }
-        Ok(epoll)
     }
 
     /// The backend used buffers of queue `index`: tell the driver, if it has the queues.
@@ -142,5 +90,39 @@ impl EventLoop {
         }
         // Counted last: whoever sees the count sees the device needing a reset.
         self.metrics.backend_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl EpollHandler for EventLoop {
+    const NAME: &'static str = "virtio-fs";
+
+    fn watched(&self) -> Vec<(RawFd, EventSet, u64)> {
+        // Not IN: replies to the vCPU threads' requests arrive on this socket. A
+        // closed peer shows as RDHUP (HUP and ERR come unasked).
+        let mut watched = vec![(self.socket.as_raw_fd(), EventSet::READ_HANG_UP, HANG_UP)];
+        for (i, call) in self.calls.iter().enumerate() {
+            watched.push((call.as_raw_fd(), EventSet::IN, CALL + i as u64));
+        }
+        watched
+    }
+
+    fn event(&mut self, epoll: &Epoll, token: u64) {
+        match token {
+            HANG_UP => {
+                // Level-triggered: watched no more once seen.
+                let _ = epoll.ctl(
+                    ControlOperation::Delete,
+                    self.socket.as_raw_fd(),
+                    EpollEvent::default(),
+                );
+                self.backend_gone();
+            }
+            token => self.forward(token - CALL),
+        }
+    }
+
+    fn failed(&mut self, what: &str, error: &io::Error) {
+        epoll_loop::log_failure(Self::NAME, what, error);
+        self.backend_gone();
     }
 }

@@ -42,10 +42,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use vhost::VringConfigData;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::QueueT;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt};
+use super::{
+    read_config_bytes, take_queues, ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt,
+};
 use crate::config::SharedFsSpec;
 use crate::devices::thread::DeviceThread;
 use backend::Backend;
@@ -214,18 +217,19 @@ impl VirtioFs {
     }
 
     /// Hands the driver's queues (`rings`: index, addresses, next available index)
-    /// to the backend.
+    /// in `mem` to the backend, with the features the driver acked.
     fn start(
         &mut self,
-        active: &ActiveDevice,
+        mem: &GuestMemoryMmap,
+        acked_features: u64,
         rings: &[(usize, VringConfigData, u16)],
     ) -> Result<(), BackendError> {
         if self.shared.is_gone() {
             return Err(BackendError::Gone);
         }
-        let acked = active.acked_features & self.features;
+        let acked = acked_features & self.features;
         self.backend.set_features(acked)?;
-        self.backend.set_mem_table(&active.mem)?;
+        self.backend.set_mem_table(mem)?;
         for (index, ring, next_avail) in rings {
             self.started.push(*index);
             self.backend.start_vring(
@@ -254,29 +258,15 @@ impl VirtioDevice for VirtioFs {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            let at = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok());
-            *b = at.and_then(|o| self.config.get(o).copied()).unwrap_or(0);
-        }
-    }
-
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // The config space is read-only.
+        read_config_bytes(&self.config, offset, data);
     }
 
     fn activate(&mut self, active: ActiveDevice) -> Result<(), ActivateError> {
-        let got = active.queues.len();
-        if got != NUM_QUEUES {
-            return Err(ActivateError::QueueCount {
-                expected: NUM_QUEUES,
-                got,
-            });
-        }
+        // None must be ready: the backend gets the ready ones.
+        let queues: [Queue; NUM_QUEUES] = take_queues(active.queues, &[])?;
         // Every ready queue's rings are checked before the backend hears of any.
         let mut rings = Vec::with_capacity(NUM_QUEUES);
-        for (index, queue) in active.queues.iter().enumerate() {
+        for (index, queue) in queues.iter().enumerate() {
             if queue.ready() {
                 let ring =
                     rings::vring_config(queue, &active.mem).map_err(|e| ActivateError::Ring {
@@ -290,7 +280,7 @@ impl VirtioDevice for VirtioFs {
         // that came before DRIVER_OK are waiting in the eventfds).
         *self.shared.interrupt() = Some(active.interrupt.clone());
         self.started.clear();
-        match self.start(&active, &rings) {
+        match self.start(&active.mem, active.acked_features, &rings) {
             Ok(()) => {
                 self.metrics.activations.fetch_add(1, Ordering::Relaxed);
                 Ok(())

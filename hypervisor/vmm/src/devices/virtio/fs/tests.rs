@@ -7,10 +7,8 @@
 //! (`scripts/setup.sh` installs it).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_config::*;
@@ -19,10 +17,16 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
+use crate::api::error_chain;
 use crate::devices::virtio::mmio::CONFIG_SPACE_OFFSET;
-use crate::devices::virtio::test_utils::{r32, w32};
+use crate::devices::virtio::test_utils::{negotiate, publish, r32, setup_queue, transport, w32};
 use crate::devices::virtio::MmioTransport;
 use crate::vstate::memory;
+use virtiofsd::Virtiofsd;
+
+/// The virtiofsd the integration tests start, too.
+#[path = "../../../../tests/common/virtiofsd.rs"]
+mod virtiofsd;
 
 const TAG: &str = "rootfs";
 const SIZE: u16 = 16;
@@ -41,82 +45,11 @@ const IN_HEADER_LEN: usize = 40;
 const OUT_HEADER_LEN: usize = 16;
 const ENOENT: i32 = 2;
 
-/// Where virtiofsd is: PATH, then `cargo install`'s directory.
-fn find_virtiofsd() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
-    std::env::split_paths(&path)
-        .chain(home)
-        .map(|dir| dir.join("virtiofsd"))
-        .find(|p| p.is_file())
-}
-
-/// A virtiofsd serving a fresh temporary directory; killed (and the directory
-/// removed) when dropped.
-struct Virtiofsd {
-    child: Option<Child>,
-    socket: PathBuf,
-    shared: PathBuf,
-    // Dropped after the process is gone.
-    _dir: tempfile::TempDir,
-}
-
-impl Virtiofsd {
-    /// Starts virtiofsd, or says why the test is skipped.
-    fn start(test: &str) -> Option<Virtiofsd> {
-        let Some(binary) = find_virtiofsd() else {
-            eprintln!("SKIP {test}: virtiofsd is not on PATH or in ~/.cargo/bin (scripts/setup.sh installs it)");
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let shared = dir.path().join("shared");
-        std::fs::create_dir(&shared).unwrap();
-        let socket = dir.path().join("fs.sock");
-        let child = Command::new(binary)
-            .arg("--socket-path")
-            .arg(&socket)
-            .arg("--shared-dir")
-            .arg(&shared)
-            // No namespaces or chroot: the tests need not run as root.
-            .args([
-                "--sandbox",
-                "none",
-                "--cache",
-                "auto",
-                "--thread-pool-size",
-                "1",
-            ])
-            .args(["--log-level", "error", "--no-announce-submounts"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("virtiofsd starts");
-        Some(Virtiofsd {
-            child: Some(child),
-            socket,
-            shared,
-            _dir: dir,
-        })
-    }
-
-    fn spec(&self) -> SharedFsSpec {
-        SharedFsSpec {
-            socket_path: self.socket.clone(),
-            tag: TAG.into(),
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Virtiofsd {
-    fn drop(&mut self) {
-        self.kill();
+/// The device's spec for `fsd`'s socket.
+fn spec(fsd: &Virtiofsd) -> SharedFsSpec {
+    SharedFsSpec {
+        socket_path: fsd.socket.clone(),
+        tag: TAG.into(),
     }
 }
 
@@ -137,9 +70,7 @@ struct Driver {
 
 impl Driver {
     fn new(device: VirtioFs, mem: GuestMemoryMmap) -> Driver {
-        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let interrupt = Arc::new(VirtioInterrupt::new(irq.try_clone().unwrap()));
-        let t = MmioTransport::new(Box::new(device), mem.clone(), interrupt).unwrap();
+        let (t, irq) = transport(device, mem.clone());
         Driver {
             t,
             mem,
@@ -165,29 +96,15 @@ impl Driver {
     /// Resets the device, then sets it up again (VERSION_1 only) with both queues
     /// of [`SIZE`] at fresh, zeroed rings from `base`.
     fn initialize(&mut self, base: u64) {
-        self.w(VIRTIO_MMIO_STATUS, 0);
         self.base = base;
         self.avail = [0; NUM_QUEUES];
-        self.w(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        self.w(
-            VIRTIO_MMIO_STATUS,
-            VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER,
-        );
-        self.w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        self.w(VIRTIO_MMIO_DRIVER_FEATURES, 1);
-        self.w(VIRTIO_MMIO_STATUS, 0xb);
+        negotiate(&mut self.t, 1 << VIRTIO_F_VERSION_1);
         for q in 0..NUM_QUEUES as u32 {
             let ring = self.ring(q);
             self.mem
                 .write_slice(&[0u8; 0x3000], GuestAddress(ring))
                 .unwrap();
-            self.w(VIRTIO_MMIO_QUEUE_SEL, q);
-            assert_eq!(self.r(VIRTIO_MMIO_QUEUE_NUM_MAX), u32::from(QUEUE_SIZE));
-            self.w(VIRTIO_MMIO_QUEUE_NUM, u32::from(SIZE));
-            self.w(VIRTIO_MMIO_QUEUE_DESC_LOW, ring as u32);
-            self.w(VIRTIO_MMIO_QUEUE_AVAIL_LOW, ring as u32 + 0x1000);
-            self.w(VIRTIO_MMIO_QUEUE_USED_LOW, ring as u32 + 0x2000);
-            self.w(VIRTIO_MMIO_QUEUE_READY, 1);
+            setup_queue(&mut self.t, q, QUEUE_SIZE, SIZE, ring);
         }
     }
 
@@ -219,14 +136,13 @@ impl Driver {
             .write_obj(REPLY_LEN, GuestAddress(desc + 24))
             .unwrap();
         self.mem.write_obj(2u16, GuestAddress(desc + 28)).unwrap();
-        let avail = desc + 0x1000;
-        let idx = &mut self.avail[q as usize];
-        let slot = u64::from(*idx % SIZE);
-        self.mem
-            .write_obj(0u16, GuestAddress(avail + 4 + 2 * slot))
-            .unwrap();
-        *idx = idx.wrapping_add(1);
-        self.mem.write_obj(*idx, GuestAddress(avail + 2)).unwrap();
+        publish(
+            &self.mem,
+            desc + 0x1000,
+            SIZE,
+            &mut self.avail[q as usize],
+            0,
+        );
     }
 
     fn used_idx(&self, q: u32) -> u16 {
@@ -338,18 +254,6 @@ fn shared_memory() -> GuestMemoryMmap {
     memory::create_shared(4 << 20).unwrap()
 }
 
-/// The error and its sources, as one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        line.push_str(": ");
-        line.push_str(&e.to_string());
-        source = e.source();
-    }
-    line
-}
-
 fn write_file(dir: &Path, name: &str, len: usize) {
     let mut f = std::fs::File::create(dir.join(name)).unwrap();
     f.write_all(&vec![b'x'; len]).unwrap();
@@ -361,7 +265,7 @@ fn fuse_init_and_lookup_reach_virtiofsd() {
         return;
     };
     write_file(&fsd.shared, "hello.txt", 12345);
-    let (fs, thread) = VirtioFs::new(&fsd.spec(), kicks()).unwrap();
+    let (fs, thread) = VirtioFs::new(&spec(&fsd), kicks()).unwrap();
     let metrics = fs.metrics();
     let mut d = Driver::new(fs, shared_memory());
 
@@ -403,7 +307,7 @@ fn reset_stops_the_queues_and_the_device_activates_again() {
         return;
     };
     write_file(&fsd.shared, "a", 7);
-    let (fs, _thread) = VirtioFs::new(&fsd.spec(), kicks()).unwrap();
+    let (fs, _thread) = VirtioFs::new(&spec(&fsd), kicks()).unwrap();
     let metrics = fs.metrics();
     let mut d = Driver::new(fs, shared_memory());
     d.initialize(0x1_0000);
@@ -436,7 +340,7 @@ fn a_killed_backend_is_counted_and_the_device_needs_a_reset() {
     else {
         return;
     };
-    let (fs, thread) = VirtioFs::new(&fsd.spec(), kicks()).unwrap();
+    let (fs, thread) = VirtioFs::new(&spec(&fsd), kicks()).unwrap();
     let metrics = fs.metrics();
     let mut d = Driver::new(fs, shared_memory());
     d.initialize(0x1_0000);
@@ -475,7 +379,7 @@ fn private_guest_memory_fails_activation() {
     let Some(fsd) = Virtiofsd::start("private_guest_memory_fails_activation") else {
         return;
     };
-    let (fs, _thread) = VirtioFs::new(&fsd.spec(), kicks()).unwrap();
+    let (fs, _thread) = VirtioFs::new(&spec(&fsd), kicks()).unwrap();
     let metrics = fs.metrics();
     let private = memory::create(4 << 20).unwrap();
     let mut d = Driver::new(fs, private);
@@ -491,7 +395,7 @@ fn ending_the_thread_hangs_up_on_the_backend() {
     let Some(mut fsd) = Virtiofsd::start("ending_the_thread_hangs_up_on_the_backend") else {
         return;
     };
-    let (fs, thread) = VirtioFs::new(&fsd.spec(), kicks()).unwrap();
+    let (fs, thread) = VirtioFs::new(&spec(&fsd), kicks()).unwrap();
     thread.stop();
     // virtiofsd serves one connection: it exits once we hang up.
     let child = fsd.child.as_mut().unwrap();
@@ -508,7 +412,7 @@ fn a_missing_socket_is_named_in_the_error() {
         tag: TAG.into(),
     };
     let error = VirtioFs::new(&spec, kicks()).err().expect("no backend");
-    let line = chain(&error);
+    let line = error_chain(&error);
     assert!(line.contains(&socket.display().to_string()), "{line}");
     assert!(
         matches!(

@@ -1,17 +1,18 @@
 //! The net device thread: one epoll over the stop event, the kick event (queue
 //! notifications, activation) and the tap (edge-triggered), moving frames both ways.
 
-use std::os::unix::io::AsRawFd;
+use std::io;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use virtio_queue::QueueT;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::rx::TapReader;
 use super::{rx, tx, Active, NetMetrics, Shared, Tap, BUDGET, MAX_TX_CHAIN_LEN};
+use crate::devices::epoll_loop::{self, EpollHandler};
 
-const STOP: u64 = 0;
 const KICK: u64 = 1;
 const TAP: u64 = 2;
 
@@ -28,6 +29,8 @@ pub(super) struct EventHandler {
     /// The tap may have frames to read: set when epoll says so (edge-triggered), cleared
     /// when a read finds none.
     tap_readable: bool,
+    /// The last round left work for another.
+    more: bool,
     tx_buf: Vec<u8>,
     rx_buf: Vec<u8>,
 }
@@ -46,6 +49,7 @@ impl EventHandler {
             metrics,
             // Frames may have queued before the first edge.
             tap_readable: true,
+            more: false,
             tx_buf: vec![0; MAX_TX_CHAIN_LEN],
             rx_buf: vec![0; RX_BUF_LEN],
         }
@@ -53,55 +57,7 @@ impl EventHandler {
 
     /// Runs until `stop` fires; then the tap closes (and vanishes if we created it).
     pub(super) fn run(mut self, stop: EventFd) {
-        let epoll = match self.epoll(&stop) {
-            Ok(epoll) => epoll,
-            Err(error) => {
-                let tap = self.tap.name();
-                tracing::error!(tap, %error, "net event loop setup failed; the device is dead");
-                return;
-            }
-        };
-        let mut events = [EpollEvent::default(); 3];
-        let mut more = false;
-        loop {
-            // With work left over from the last round, only look for new events.
-            let timeout = if more { 0 } else { -1 };
-            let n = match epoll.wait(timeout, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    let tap = self.tap.name();
-                    tracing::error!(tap, %error, "net epoll failed; the device is dead");
-                    return;
-                }
-            };
-            NetMetrics::inc(&self.metrics.wakeups);
-            for event in &events[..n] {
-                match event.data() {
-                    STOP => return,
-                    // Reading resets the counter; several kicks need one pass.
-                    KICK => drop(self.kick.read()),
-                    _ => self.tap_readable = true,
-                }
-            }
-            more = self.process();
-        }
-    }
-
-    fn epoll(&self, stop: &EventFd) -> std::io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        for (fd, token, events) in [
-            (stop.as_raw_fd(), STOP, EventSet::IN),
-            (self.kick.as_raw_fd(), KICK, EventSet::IN),
-            (
-                self.tap.as_raw_fd(),
-                TAP,
-                EventSet::IN | EventSet::EDGE_TRIGGERED,
-            ),
-        ] {
-            epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))?;
-        }
-        Ok(epoll)
+        epoll_loop::run(&mut self, &stop);
     }
 
     /// One round over both queues; whether work is left for another.
@@ -144,5 +100,50 @@ impl EventHandler {
             NetMetrics::inc(&m.interrupt_errors);
         }
         Ok(sent.more || received.more)
+    }
+}
+
+impl EpollHandler for EventHandler {
+    const NAME: &'static str = "net";
+
+    fn watched(&self) -> Vec<(RawFd, EventSet, u64)> {
+        vec![
+            (self.kick.as_raw_fd(), EventSet::IN, KICK),
+            (
+                self.tap.as_raw_fd(),
+                EventSet::IN | EventSet::EDGE_TRIGGERED,
+                TAP,
+            ),
+        ]
+    }
+
+    fn timeout(&self) -> i32 {
+        // With work left over from the last round, only look for new events.
+        if self.more {
+            0
+        } else {
+            -1
+        }
+    }
+
+    fn woken(&mut self) {
+        NetMetrics::inc(&self.metrics.wakeups);
+    }
+
+    fn event(&mut self, _epoll: &Epoll, token: u64) {
+        match token {
+            // Reading resets the counter; several kicks need one pass.
+            KICK => drop(self.kick.read()),
+            _ => self.tap_readable = true,
+        }
+    }
+
+    fn after_events(&mut self) {
+        self.more = self.process();
+    }
+
+    fn failed(&mut self, what: &str, error: &io::Error) {
+        let tap = self.tap.name();
+        tracing::error!(tap, %error, "net {what} failed; the device is dead");
     }
 }

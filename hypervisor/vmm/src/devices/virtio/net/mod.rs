@@ -47,7 +47,9 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt};
+use super::{
+    read_config_bytes, take_queues, ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt,
+};
 use crate::config::{NetSpec, NetSpecError};
 use crate::devices::thread::DeviceThread;
 
@@ -270,26 +272,11 @@ impl VirtioDevice for Net {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            let at = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok());
-            *b = at.and_then(|o| self.config.get(o).copied()).unwrap_or(0);
-        }
-    }
-
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // Read-only for a VERSION_1 driver (no CTRL_MAC_ADDR).
+        read_config_bytes(&self.config, offset, data);
     }
 
     fn activate(&mut self, active: ActiveDevice) -> Result<(), ActivateError> {
-        let got = active.queues.len();
-        let Ok(mut queues) = <[Queue; 2]>::try_from(active.queues) else {
-            return Err(ActivateError::QueueCount { expected: 2, got });
-        };
-        if let Some(index) = queues.iter().position(|q| !q.ready()) {
-            return Err(ActivateError::QueueNotReady(index));
-        }
+        let mut queues: [Queue; 2] = take_queues(active.queues, &[RX_QUEUE, TX_QUEUE])?;
         let event_idx = active.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         queues.iter_mut().for_each(|q| q.set_event_idx(event_idx));
         let [rx, tx] = queues;

@@ -1,17 +1,17 @@
 //! The vsock device thread: one epoll over the kick event (queue notifications,
 //! activation, reset), the device's host-side epoll fd and the stop event.
 
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cocoon_vsock::VsockDevice;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{Shared, VsockGlueMetrics};
+use crate::devices::epoll_loop::{self, EpollHandler};
 
-const STOP: u64 = 0;
 const KICK: u64 = 1;
 const HOST: u64 = 2;
 
@@ -21,6 +21,8 @@ pub(super) struct EventHandler {
     shared: Arc<Shared>,
     kick: Arc<EventFd>,
     metrics: Arc<VsockGlueMetrics>,
+    /// The device's host side had an event in this round.
+    host_ready: bool,
 }
 
 impl EventHandler {
@@ -35,58 +37,13 @@ impl EventHandler {
             shared,
             kick,
             metrics,
+            host_ready: false,
         }
     }
 
     /// Runs until `stop` fires; then the device (and its socket) goes away.
     pub(super) fn run(mut self, stop: EventFd) {
-        let epoll = match self.epoll(&stop) {
-            Ok(epoll) => epoll,
-            Err(error) => {
-                tracing::error!(%error, "vsock event loop setup failed; the device is dead");
-                return;
-            }
-        };
-        let mut events = [EpollEvent::default(); 3];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    tracing::error!(%error, "vsock epoll failed; the device is dead");
-                    return;
-                }
-            };
-            self.metrics.wakeups.fetch_add(1, Ordering::Relaxed);
-            let mut host = false;
-            for event in &events[..n] {
-                match event.data() {
-                    STOP => return,
-                    // Reading resets the counter; several kicks need one pass.
-                    KICK => drop(self.kick.read()),
-                    _ => host = true,
-                }
-            }
-            if host {
-                if let Err(error) = self.device.handle_event() {
-                    count_first(&self.metrics.host_errors, &error, "vsock host event failed");
-                }
-            }
-            self.process();
-        }
-    }
-
-    fn epoll(&self, stop: &EventFd) -> std::io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        for (fd, token) in [
-            (stop.as_raw_fd(), STOP),
-            (self.kick.as_raw_fd(), KICK),
-            (self.device.as_raw_fd(), HOST),
-        ] {
-            let event = EpollEvent::new(EventSet::IN, token);
-            epoll.ctl(ControlOperation::Add, fd, event)?;
-        }
-        Ok(epoll)
+        epoll_loop::run(&mut self, &stop);
     }
 
     /// Applies a pending reset, then moves packets both ways and signals the guest.
@@ -116,6 +73,38 @@ impl EventHandler {
                 slot.active = None;
             }
         }
+    }
+}
+
+impl EpollHandler for EventHandler {
+    const NAME: &'static str = "vsock";
+
+    fn watched(&self) -> Vec<(RawFd, EventSet, u64)> {
+        vec![
+            (self.kick.as_raw_fd(), EventSet::IN, KICK),
+            (self.device.as_raw_fd(), EventSet::IN, HOST),
+        ]
+    }
+
+    fn woken(&mut self) {
+        self.metrics.wakeups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn event(&mut self, _epoll: &Epoll, token: u64) {
+        match token {
+            // Reading resets the counter; several kicks need one pass.
+            KICK => drop(self.kick.read()),
+            _ => self.host_ready = true,
+        }
+    }
+
+    fn after_events(&mut self) {
+        if std::mem::take(&mut self.host_ready) {
+            if let Err(error) = self.device.handle_event() {
+                count_first(&self.metrics.host_errors, &error, "vsock host event failed");
+            }
+        }
+        self.process();
     }
 }
 

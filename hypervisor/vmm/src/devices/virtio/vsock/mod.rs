@@ -26,7 +26,9 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt};
+use super::{
+    read_config_bytes, take_queues, ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt,
+};
 use crate::devices::thread::DeviceThread;
 use crate::seccomp::ThreadKind;
 
@@ -156,29 +158,11 @@ impl VirtioDevice for Vsock {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_vsock_config { le64 guest_cid; }
-        let config = self.guest_cid.to_le_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            let at = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok());
-            *b = at.and_then(|o| config.get(o).copied()).unwrap_or(0);
-        }
-    }
-
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // The config space is read-only.
+        read_config_bytes(&self.guest_cid.to_le_bytes(), offset, data);
     }
 
     fn activate(&mut self, active: ActiveDevice) -> Result<(), ActivateError> {
-        let got = active.queues.len();
-        let Ok(mut queues) = <[Queue; 3]>::try_from(active.queues) else {
-            return Err(ActivateError::QueueCount { expected: 3, got });
-        };
-        for index in [RX_QUEUE, TX_QUEUE] {
-            if !queues[index].ready() {
-                return Err(ActivateError::QueueNotReady(index));
-            }
-        }
+        let mut queues: [Queue; 3] = take_queues(active.queues, &[RX_QUEUE, TX_QUEUE])?;
         let event_idx = active.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         queues.iter_mut().for_each(|q| q.set_event_idx(event_idx));
         let [rx, tx, _event] = queues;

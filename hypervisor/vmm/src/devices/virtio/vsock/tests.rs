@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cocoon_vsock::proto::{Header, Op, HEADER_SIZE, HOST_CID, TYPE_STREAM};
@@ -17,7 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
 use crate::devices::virtio::mmio::CONFIG_SPACE_OFFSET;
-use crate::devices::virtio::test_utils::{r32, w32};
+use crate::devices::virtio::test_utils::{negotiate, publish, r32, setup_queue, transport, w32};
 use crate::devices::virtio::MmioTransport;
 
 const GUEST_CID: u64 = 3;
@@ -42,9 +41,7 @@ struct Driver {
 impl Driver {
     fn new(device: Vsock) -> Driver {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
-        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let interrupt = Arc::new(VirtioInterrupt::new(irq.try_clone().unwrap()));
-        let t = MmioTransport::new(Box::new(device), mem.clone(), interrupt).unwrap();
+        let (t, irq) = transport(device, mem.clone());
         Driver {
             t,
             mem,
@@ -63,24 +60,9 @@ impl Driver {
 
     /// The whole initialization sequence, VERSION_1 only, three queues of 16.
     fn initialize(&mut self) {
-        self.w(VIRTIO_MMIO_STATUS, 0);
-        self.w(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        self.w(
-            VIRTIO_MMIO_STATUS,
-            VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER,
-        );
-        self.w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        self.w(VIRTIO_MMIO_DRIVER_FEATURES, 1);
-        self.w(VIRTIO_MMIO_STATUS, 0xb);
+        negotiate(&mut self.t, 1 << VIRTIO_F_VERSION_1);
         for q in 0..3 {
-            let base = queue_base(q) as u32;
-            self.w(VIRTIO_MMIO_QUEUE_SEL, q);
-            assert_eq!(self.r(VIRTIO_MMIO_QUEUE_NUM_MAX), u32::from(QUEUE_SIZE));
-            self.w(VIRTIO_MMIO_QUEUE_NUM, u32::from(SIZE));
-            self.w(VIRTIO_MMIO_QUEUE_DESC_LOW, base);
-            self.w(VIRTIO_MMIO_QUEUE_AVAIL_LOW, base + 0x1000);
-            self.w(VIRTIO_MMIO_QUEUE_USED_LOW, base + 0x2000);
-            self.w(VIRTIO_MMIO_QUEUE_READY, 1);
+            setup_queue(&mut self.t, q, QUEUE_SIZE, SIZE, queue_base(q));
         }
         self.avail = [0; 3];
     }
@@ -98,14 +80,13 @@ impl Driver {
         self.mem.write_obj(addr, GuestAddress(desc)).unwrap();
         self.mem.write_obj(len, GuestAddress(desc + 8)).unwrap();
         self.mem.write_obj(flags, GuestAddress(desc + 12)).unwrap();
-        let avail = base + 0x1000;
-        let idx = &mut self.avail[q as usize];
-        let slot = u64::from(*idx % SIZE);
-        self.mem
-            .write_obj(0u16, GuestAddress(avail + 4 + 2 * slot))
-            .unwrap();
-        *idx = idx.wrapping_add(1);
-        self.mem.write_obj(*idx, GuestAddress(avail + 2)).unwrap();
+        publish(
+            &self.mem,
+            base + 0x1000,
+            SIZE,
+            &mut self.avail[q as usize],
+            0,
+        );
     }
 
     fn used_idx(&self, q: u32) -> u16 {

@@ -1,7 +1,6 @@
 //! A driver in the test: it writes the transport's registers and lays out split
 //! queues, chains and buffers in real guest memory, as a guest would.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -12,8 +11,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::super::{Net, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, VNET_HDR_LEN};
-use crate::devices::virtio::test_utils::{r32, w32};
-use crate::devices::virtio::{MmioTransport, VirtioInterrupt};
+use crate::devices::virtio::test_utils::{self, r32, w32};
+use crate::devices::virtio::MmioTransport;
 
 /// Entries per queue.
 pub const SIZE: u16 = 64;
@@ -80,9 +79,7 @@ impl Driver {
     pub fn new(net: Net) -> Driver {
         let mem =
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
-        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let interrupt = Arc::new(VirtioInterrupt::new(irq.try_clone().unwrap()));
-        let t = MmioTransport::new(Box::new(net), mem.clone(), interrupt).unwrap();
+        let (t, irq) = test_utils::transport(net, mem.clone());
         Driver {
             t,
             mem,
@@ -102,11 +99,7 @@ impl Driver {
     }
 
     pub fn device_features(&mut self) -> u64 {
-        self.w(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-        let low = self.r(VIRTIO_MMIO_DEVICE_FEATURES);
-        self.w(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-        let high = self.r(VIRTIO_MMIO_DEVICE_FEATURES);
-        u64::from(high) << 32 | u64::from(low)
+        test_utils::device_features(&mut self.t)
     }
 
     /// Config space bytes `0..len`.
@@ -126,14 +119,7 @@ impl Driver {
 
     /// Reset, features, both queues of [`SIZE`] entries; DRIVER_OK is left to the test.
     pub fn initialize(&mut self, features: u64) {
-        self.w(VIRTIO_MMIO_STATUS, 0);
-        self.w(VIRTIO_MMIO_STATUS, 1);
-        self.w(VIRTIO_MMIO_STATUS, 3);
-        for sel in 0..2 {
-            self.w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, sel);
-            self.w(VIRTIO_MMIO_DRIVER_FEATURES, (features >> (32 * sel)) as u32);
-        }
-        self.w(VIRTIO_MMIO_STATUS, 0xb);
+        test_utils::negotiate(&mut self.t, features);
         assert_eq!(self.r(VIRTIO_MMIO_STATUS), 0xb, "FEATURES_OK accepted");
         for q in [RX_QUEUE, TX_QUEUE] {
             // Fresh rings: no stale indices from before a reset.
@@ -141,14 +127,7 @@ impl Driver {
             self.mem
                 .write_slice(&zero, GuestAddress(queue_base(q)))
                 .unwrap();
-            let base = queue_base(q) as u32;
-            self.w(VIRTIO_MMIO_QUEUE_SEL, q as u32);
-            assert_eq!(self.r(VIRTIO_MMIO_QUEUE_NUM_MAX), u32::from(QUEUE_SIZE));
-            self.w(VIRTIO_MMIO_QUEUE_NUM, u32::from(SIZE));
-            self.w(VIRTIO_MMIO_QUEUE_DESC_LOW, base);
-            self.w(VIRTIO_MMIO_QUEUE_AVAIL_LOW, base + 0x1000);
-            self.w(VIRTIO_MMIO_QUEUE_USED_LOW, base + 0x2000);
-            self.w(VIRTIO_MMIO_QUEUE_READY, 1);
+            test_utils::setup_queue(&mut self.t, q as u32, QUEUE_SIZE, SIZE, queue_base(q));
         }
         self.next_desc = [0; 2];
         self.avail = [0; 2];
@@ -186,14 +165,7 @@ impl Driver {
     /// Makes `head` available on queue `q`.
     pub fn publish(&mut self, q: usize, head: u16) {
         let avail = queue_base(q) + 0x1000;
-        let slot = u64::from(self.avail[q] % SIZE);
-        self.mem
-            .write_obj(head, GuestAddress(avail + 4 + 2 * slot))
-            .unwrap();
-        self.avail[q] = self.avail[q].wrapping_add(1);
-        self.mem
-            .write_obj(self.avail[q], GuestAddress(avail + 2))
-            .unwrap();
+        test_utils::publish(&self.mem, avail, SIZE, &mut self.avail[q], head);
     }
 
     pub fn kick(&mut self, q: usize) {

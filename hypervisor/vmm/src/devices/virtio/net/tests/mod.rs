@@ -10,6 +10,7 @@ mod host;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use virtio_bindings::virtio_config::{VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1};
@@ -18,6 +19,7 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
+use crate::devices::thread::DeviceThread;
 use driver::{queue_base, Buf, Driver, ALL_FEATURES, RX_BUF_LEN, TX_BUF};
 use frames::*;
 use host::*;
@@ -43,6 +45,28 @@ fn spec(tap: &str) -> NetSpec {
 fn test_frame(tag: u8, len: usize) -> Vec<u8> {
     let payload: Vec<u8> = (0..len - 14).map(|i| tag ^ i as u8).collect();
     eth(GUEST_MAC, OTHER_MAC, ETH_P_TEST, &payload)
+}
+
+/// A device on a fresh tap (up, with the address `cidr` if given), in a network
+/// namespace of the calling test's own, set up by a driver with every feature and
+/// running (DRIVER_OK): its thread (the tap goes with it), its metrics, a packet socket
+/// on the tap, and the driver. `None` where the test is skipped ([`private_netns`]).
+fn running(
+    test: &str,
+    cidr: Option<&str>,
+) -> Option<(DeviceThread, Arc<NetMetrics>, PacketSocket, Driver)> {
+    if !private_netns(test) {
+        return None;
+    }
+    let tap = unique_tap();
+    let (net, thread) = Net::new(&spec(&tap), kick()).unwrap();
+    let m = net.metrics();
+    tap_up(&tap, cidr);
+    let sock = PacketSocket::bind(&tap);
+    let mut d = Driver::new(net);
+    d.initialize(ALL_FEATURES);
+    d.driver_ok();
+    Some((thread, m, sock, d))
 }
 
 #[test]
@@ -120,17 +144,9 @@ fn arp_and_ping_round_trip_through_the_host_stack() {
 
 #[test]
 fn host_frames_wait_for_rx_buffers_without_spinning() {
-    if !private_netns("net rx waits") {
+    let Some((_thread, m, sock, mut d)) = running("net rx waits", None) else {
         return;
-    }
-    let tap = unique_tap();
-    let (net, _thread) = Net::new(&spec(&tap), kick()).unwrap();
-    let m = net.metrics();
-    tap_up(&tap, None);
-    let sock = PacketSocket::bind(&tap);
-    let mut d = Driver::new(net);
-    d.initialize(ALL_FEATURES);
-    d.driver_ok();
+    };
 
     // No RX buffers: the frames wait in the tap, and the thread sleeps meanwhile.
     let sent: Vec<Vec<u8>> = (0..3u8)
@@ -172,17 +188,9 @@ fn host_frames_wait_for_rx_buffers_without_spinning() {
 
 #[test]
 fn bad_chains_and_oversize_frames_are_counted() {
-    if !private_netns("net bad chains") {
+    let Some((_thread, m, sock, mut d)) = running("net bad chains", Some("10.0.0.1/24")) else {
         return;
-    }
-    let tap = unique_tap();
-    let (net, _thread) = Net::new(&spec(&tap), kick()).unwrap();
-    let m = net.metrics();
-    tap_up(&tap, Some("10.0.0.1/24"));
-    let sock = PacketSocket::bind(&tap);
-    let mut d = Driver::new(net);
-    d.initialize(ALL_FEATURES);
-    d.driver_ok();
+    };
 
     // RX: a chain too small for a header, one outside guest memory, a read-only one,
     // then a 40-byte one: the 100-byte frame does not fit it and is dropped, the
@@ -271,17 +279,9 @@ fn bad_chains_and_oversize_frames_are_counted() {
 
 #[test]
 fn a_broken_ring_stops_the_device_until_reset() {
-    if !private_netns("net broken ring") {
+    let Some((_thread, m, sock, mut d)) = running("net broken ring", None) else {
         return;
-    }
-    let tap = unique_tap();
-    let (net, _thread) = Net::new(&spec(&tap), kick()).unwrap();
-    let m = net.metrics();
-    tap_up(&tap, None);
-    let sock = PacketSocket::bind(&tap);
-    let mut d = Driver::new(net);
-    d.initialize(ALL_FEATURES);
-    d.driver_ok();
+    };
     // An available index far ahead of the ring.
     d.mem
         .write_obj(0x8000u16, GuestAddress(queue_base(TX_QUEUE) + 0x1000 + 2))
