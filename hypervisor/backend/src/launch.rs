@@ -84,14 +84,16 @@ pub struct Launched {
 
 /// Starts the processes of `cfg`'s backend. On error nothing is left running.
 pub async fn launch(cfg: &ValidVmConfig, paths: &RunPaths) -> Result<Launched, VmError> {
-    match &cfg.programs {
+    // Device processes (virtiofsd, the vsock device) start first and are pushed here,
+    // so whatever fails afterwards, they are ended.
+    let mut devices = Vec::new();
+    let vmm = match &cfg.programs {
         Programs::Qemu {
             qemu,
             vsock_backend,
             virtiofsd,
         } => {
-            let mut devices = Vec::new();
-            let vmm = launch_qemu(
+            launch_qemu(
                 cfg,
                 qemu,
                 vsock_backend,
@@ -99,29 +101,19 @@ pub async fn launch(cfg: &ValidVmConfig, paths: &RunPaths) -> Result<Launched, V
                 paths,
                 &mut devices,
             )
-            .await;
-            match vmm {
-                Ok(vmm) => Ok(Launched { vmm, devices }),
-                Err(e) => {
-                    for d in &devices {
-                        d.kill_and_reap().await;
-                    }
-                    Err(e)
-                }
-            }
+            .await
         }
         Programs::Builtin { vmm, virtiofsd } => {
-            let mut devices = Vec::new();
-            let vmm = launch_builtin(cfg, vmm, virtiofsd.as_deref(), paths, &mut devices).await;
-            match vmm {
-                Ok(vmm) => Ok(Launched { vmm, devices }),
-                Err(e) => {
-                    for d in &devices {
-                        d.kill_and_reap().await;
-                    }
-                    Err(e)
-                }
+            launch_builtin(cfg, vmm, virtiofsd.as_deref(), paths, &mut devices).await
+        }
+    };
+    match vmm {
+        Ok(vmm) => Ok(Launched { vmm, devices }),
+        Err(e) => {
+            for d in &devices {
+                d.kill_and_reap().await;
             }
+            Err(e)
         }
     }
 }
