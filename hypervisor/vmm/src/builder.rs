@@ -236,7 +236,7 @@ fn add_virtio(
     let (base, gsi) = slot_place(slot);
     let info = DeviceInfo::new(device.device_type(), base, VIRTIO_MMIO_SIZE, gsi);
     let interrupt = Arc::new(VirtioInterrupt::new(new_irq(vm, gsi)?));
-    let transport = MmioTransport::new(device, vm.memory().clone(), interrupt)?;
+    let transport = MmioTransport::new(device, vm.memory().clone(), interrupt, base)?;
     let metrics = transport.metrics();
     devices
         .mmio

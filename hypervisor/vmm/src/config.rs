@@ -93,9 +93,11 @@ pub struct SharedFsSpec {
 }
 
 impl SharedFsSpec {
-    /// Checks the tag (the socket is checked when the VM is built).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the fields of `shared_fs[index]`: the tag, and that there is a socket
+    /// path (the socket itself is checked when the VM is built).
+    pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
         let field = |why| ConfigError::SharedFs {
+            index,
             tag: self.tag.clone(),
             why,
         };
@@ -243,9 +245,10 @@ impl VmConfig {
             drive.validate(index)?;
         }
         for (i, fs) in self.shared_fs.iter().enumerate() {
-            fs.validate()?;
+            fs.validate(i)?;
             if self.shared_fs[..i].iter().any(|other| other.tag == fs.tag) {
                 return Err(ConfigError::SharedFs {
+                    index: i,
                     tag: fs.tag.clone(),
                     why: "the tag is used twice",
                 });
@@ -290,8 +293,12 @@ pub enum ConfigError {
     DrivePath { index: usize },
     #[error("drives[{index}].id: {id:?} is not 1 to {DRIVE_ID_MAX} printable ASCII characters")]
     DriveId { index: usize, id: String },
-    #[error("shared_fs {tag:?}: {why}")]
-    SharedFs { tag: String, why: &'static str },
+    #[error("shared_fs[{index}] (tag {tag:?}): {why}")]
+    SharedFs {
+        index: usize,
+        tag: String,
+        why: &'static str,
+    },
     #[error("nets[{index}]")]
     Net {
         index: usize,
@@ -426,19 +433,31 @@ mod tests {
                 "{bad:?}"
             );
         }
-        config.shared_fs = vec![fs("rootfs"), fs("rootfs")];
+        config.shared_fs = vec![fs("rootfs"), fs("data"), fs("rootfs")];
+        let twice = config.validate().unwrap_err();
         assert_eq!(
-            config.validate(),
-            Err(ConfigError::SharedFs {
+            twice,
+            ConfigError::SharedFs {
+                index: 2,
                 tag: "rootfs".into(),
                 why: "the tag is used twice"
-            })
+            }
         );
-        config.shared_fs = vec![SharedFsSpec {
-            socket_path: "".into(),
-            tag: "t".into(),
-        }];
-        assert!(config.validate().is_err());
+        assert_eq!(
+            twice.to_string(),
+            "shared_fs[2] (tag \"rootfs\"): the tag is used twice"
+        );
+        config.shared_fs = vec![
+            fs("a"),
+            SharedFsSpec {
+                socket_path: "".into(),
+                tag: "t".into(),
+            },
+        ];
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::SharedFs { index: 1, .. })
+        ));
         let parsed: SharedFsSpec =
             serde_json::from_str(r#"{"socket_path": "/run/fs.sock", "tag": "rootfs"}"#).unwrap();
         assert_eq!(parsed, fs("rootfs"));

@@ -4,16 +4,24 @@
 //! the backend's kick eventfd through a KVM ioeventfd (datamatch = queue index), the
 //! backend reads and writes the rings in the shared memfd guest memory, and its
 //! used-buffer signal comes back as the VRING bit in InterruptStatus.
+//!
+//! And a backend that accepts the connection but never answers fails the build, under
+//! the seccomp filters, instead of blocking it.
 
 mod common;
 
+use std::os::unix::net::UnixListener;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cocoon_vmm::{SharedFsSpec, VmExit};
+use cocoon_vmm::api::error_chain;
+use cocoon_vmm::devices::virtio::fs::REPLY_DEADLINE;
+use cocoon_vmm::seccomp::{self, ThreadKind};
+use cocoon_vmm::{SharedFsSpec, VmExit, Vmm};
 use common::asm::Asm;
 use common::mmio::*;
 use common::virtiofsd::Virtiofsd;
-use common::{assert_driver_ok, kvm_or_skip, raw_config};
+use common::{assert_driver_ok, kvm_or_skip, raw_config, seccomp_on};
 
 const QSIZE: u32 = 16;
 const HIPRIO: Ring = Ring::at(0x30_0000);
@@ -157,4 +165,46 @@ fn guest_driver_talks_fuse_to_virtiofsd() {
         std::thread::sleep(Duration::from_millis(5));
     }
     fsd.kill();
+}
+
+#[test]
+fn a_silent_backend_fails_the_build_under_the_filters() {
+    if !kvm_or_skip("virtio-fs silent backend") {
+        return;
+    }
+    seccomp_on();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("silent.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    // Accepts the connection and holds it, saying nothing, until the VMM hangs up.
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let _ = std::io::copy(&mut stream, &mut std::io::sink());
+        }
+    });
+    let mut config = raw_config(vec![0xf4], dir.path().join("serial.log"));
+    config.shared_fs = vec![SharedFsSpec {
+        socket_path: socket.clone(),
+        tag: "silent".into(),
+    }];
+    // Built as cocoon-vmm's main thread builds: under the build filter, so the
+    // watchdog thread hangs up under its own filter stacked on that one.
+    let (done, outcome) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("build".into())
+        .spawn(move || {
+            seccomp::try_apply(ThreadKind::Build).expect("the build filter installs");
+            let result = Vmm::start(config).map(drop).map_err(|e| error_chain(&e));
+            done.send(result).unwrap();
+        })
+        .unwrap();
+    // A guard against hanging, well past the deadline: not a measure of it.
+    let patience = REPLY_DEADLINE * 12;
+    let error = outcome
+        .recv_timeout(patience)
+        .expect("Vmm::start returned")
+        .expect_err("the build fails");
+    assert!(error.contains(&socket.display().to_string()), "{error}");
+    assert!(error.contains("GET_FEATURES"), "{error}");
+    assert!(error.contains("no answer within"), "{error}");
 }

@@ -31,6 +31,7 @@ pub use device::{
 };
 pub use error::Error;
 pub use metrics::{Metrics, MetricsSnapshot};
+pub use packet::MAX_CHAIN_DESCRIPTORS;
 
 #[cfg(test)]
 mod tests;

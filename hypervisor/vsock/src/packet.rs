@@ -5,6 +5,10 @@
 //! many, one descriptor for everything, indirect tables) and check every address against
 //! guest memory. virtio-vsock's `VsockPacket` accepts only "header in the head descriptor,
 //! payload in at most one more" and was not used for that reason.
+//!
+//! A chain of more than [`MAX_CHAIN_DESCRIPTORS`] is refused before it is walked: an
+//! indirect table may hold 65 535 descriptors, zero-length ones too, and walking a
+//! queue's worth of those would cost the device thread millions of steps.
 
 use std::io::{self, Read, Write};
 
@@ -13,6 +17,15 @@ use vm_memory::bitmap::{BitmapSlice, WithBitmapSlice};
 use vm_memory::GuestMemory;
 
 use crate::proto::{Header, Op, HEADER_SIZE, MAX_PKT_DATA};
+
+/// Most descriptors one chain may have, indirect ones included. A driver needs a
+/// header and its payload's pages (Linux: at most MAX_SKB_FRAGS + 1).
+pub const MAX_CHAIN_DESCRIPTORS: usize = 256;
+
+/// Whether `chain` has more than [`MAX_CHAIN_DESCRIPTORS`]; walks no further.
+fn too_long<M: GuestMemory>(chain: &DescriptorChain<&M>) -> bool {
+    chain.clone().take(MAX_CHAIN_DESCRIPTORS + 1).count() > MAX_CHAIN_DESCRIPTORS
+}
 
 /// A TX chain, read.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,6 +49,9 @@ where
     M::Bitmap: WithBitmapSlice<'a, S = B>,
     B: BitmapSlice,
 {
+    if too_long(&chain) {
+        return TxPacket::BadChain;
+    }
     let Ok(mut reader) = Reader::<B>::new(mem, chain) else {
         return TxPacket::BadChain;
     };
@@ -63,13 +79,16 @@ pub(crate) struct RxBuf<'a, B> {
 }
 
 impl<'a, B: BitmapSlice> RxBuf<'a, B> {
-    /// `None` if the chain's writable buffers lie outside guest memory or cannot hold a
-    /// header.
+    /// `None` if the chain is too long, or its writable buffers lie outside guest
+    /// memory or cannot hold a header.
     pub(crate) fn new<M>(mem: &'a M, chain: DescriptorChain<&'a M>) -> Option<Self>
     where
         M: GuestMemory,
         M::Bitmap: WithBitmapSlice<'a, S = B>,
     {
+        if too_long(&chain) {
+            return None;
+        }
         let writer = Writer::<B>::new(mem, chain).ok()?;
         (writer.available_bytes() >= HEADER_SIZE).then_some(RxBuf { writer })
     }

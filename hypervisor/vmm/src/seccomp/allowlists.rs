@@ -98,6 +98,8 @@ fn vcpu(ctx: &Context) -> Allowlist {
         // Virtio-fs activation (vhost-user frontend): messages to the backend on
         // its unix socket, with fds (memory, vring eventfds) as SCM_RIGHTS; it may
         // create its vring eventfds then, and hangs up on a backend that failed.
+        // Each exchange arms and disarms the device's watchdog (a mutex and a
+        // condvar: futex, and clock_gettime for the deadline, in the runtime list).
         .allow(&[SYS_sendmsg, SYS_recvmsg, SYS_eventfd2, SYS_shutdown]);
     a
 }
@@ -131,7 +133,9 @@ fn device(ctx: &Context) -> Allowlist {
         ])
         // Virtio-fs: the call eventfds it forwards (read/write, in the runtime list),
         // vhost-user messages should the backend speak first, and the hang-up when
-        // the thread ends (shutdown).
+        // the thread ends (shutdown). Its watchdog thread (`fs/watchdog.rs`, this
+        // kind too) waits on a condvar until an exchange's deadline (futex,
+        // clock_gettime: runtime list) and then hangs up on the backend (shutdown).
         .allow(&[SYS_sendmsg, SYS_recvmsg, SYS_shutdown]);
     a
 }

@@ -20,6 +20,7 @@ use vm_memory::GuestMemoryMmap;
 use super::queue::{check_ready_queues, new_queues, write_field, QueueError, QueueField};
 use super::{ActiveDevice, VirtioDevice, VirtioInterrupt};
 use crate::devices::BusDevice;
+use crate::vmm::virtio_type_name;
 
 /// "virt", little-endian.
 pub const MMIO_MAGIC: u32 = 0x7472_6976;
@@ -46,6 +47,8 @@ pub struct MmioMetrics {
 /// A virtio device behind the mmio register interface.
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
+    /// Where the transport's registers are, for the log.
+    mmio_base: u64,
     mem: GuestMemoryMmap,
     interrupt: Arc<VirtioInterrupt>,
     queues: Vec<Queue>,
@@ -59,15 +62,18 @@ pub struct MmioTransport {
 }
 
 impl MmioTransport {
-    /// Wraps `device`; its queues live in `mem`, its interrupt is `interrupt`.
+    /// Wraps `device`, whose registers are at `mmio_base`; its queues live in `mem`,
+    /// its interrupt is `interrupt`.
     pub fn new(
         device: Box<dyn VirtioDevice>,
         mem: GuestMemoryMmap,
         interrupt: Arc<VirtioInterrupt>,
+        mmio_base: u64,
     ) -> Result<MmioTransport, QueueError> {
         let queues = new_queues(device.queue_max_sizes())?;
         Ok(MmioTransport {
             device,
+            mmio_base,
             mem,
             interrupt,
             queues,
@@ -268,7 +274,12 @@ impl MmioTransport {
                 self.metrics.activations.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
-                tracing::warn!(%error, "virtio device activation failed");
+                tracing::warn!(
+                    device = virtio_type_name(self.device.device_type()),
+                    mmio_base = %format_args!("{:#x}", self.mmio_base),
+                    %error,
+                    "virtio device activation failed"
+                );
                 self.metrics
                     .activate_failures
                     .fetch_add(1, Ordering::Relaxed);

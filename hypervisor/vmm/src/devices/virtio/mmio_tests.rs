@@ -4,7 +4,7 @@ use virtio_bindings::virtio_config::*;
 use virtio_bindings::virtio_mmio::*;
 
 use super::*;
-use crate::devices::virtio::test_utils::{fake_transport, r32, w32, FAKE_FEATURES};
+use crate::devices::virtio::test_utils::{self, fake_transport, r32, w32, FAKE_FEATURES};
 
 const ACK_DRIVER: u32 = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER;
 
@@ -190,4 +190,29 @@ fn a_failed_device_shows_needs_reset_until_the_driver_resets_it() {
     assert_eq!(state.lock().unwrap().resets, 1);
     activate(&mut t);
     assert_eq!(r32(&mut t, VIRTIO_MMIO_STATUS), 0xf);
+}
+
+#[test]
+fn a_failed_activation_is_logged_naming_the_device_and_its_place() {
+    let mem =
+        vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(vm_memory::GuestAddress(0), 1 << 20)])
+            .unwrap();
+    let (mut t, _irq) = test_utils::transport(crate::devices::virtio::Rng::new().unwrap(), mem);
+    negotiate(&mut t);
+    // DRIVER_OK without the request queue ready: the device refuses.
+    let ((), log) = test_utils::capture_log(|| {
+        w32(
+            &mut t,
+            VIRTIO_MMIO_STATUS,
+            ACK_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK,
+        );
+    });
+    assert!(!t.is_activated());
+    assert!(log.contains("virtio device activation failed"), "{log}");
+    assert!(log.contains("device=\"rng\""), "{log}");
+    assert!(
+        log.contains(&format!("mmio_base={:#x}", test_utils::MMIO_BASE)),
+        "{log}"
+    );
+    assert!(log.contains("queue 0 is not ready"), "{log}");
 }

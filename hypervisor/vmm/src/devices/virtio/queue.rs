@@ -1,8 +1,12 @@
 //! Queue glue between the transport's registers and `virtio_queue::Queue`: every
 //! value comes from the guest and is checked before a queue takes it.
 
-use virtio_queue::{Queue, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use std::ops::Deref;
+
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 
 /// A queue configuration register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,9 +94,101 @@ pub fn check_ready_queues(queues: &[Queue], mem: &GuestMemoryMmap) -> Result<(),
     }
 }
 
+/// How many descriptors a device takes in one chain, and whether it follows indirect
+/// tables. virtio-queue's chain walker follows an indirect descriptor whether or not
+/// VIRTIO_RING_F_INDIRECT_DESC was negotiated, and a table holds up to 65 535
+/// descriptors: a device checks each chain with [`check_chain`] before walking it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainLimits {
+    /// Most descriptors in one chain, indirect ones included.
+    pub max_descriptors: usize,
+    /// VIRTIO_RING_F_INDIRECT_DESC was negotiated.
+    pub indirect: bool,
+}
+
+impl ChainLimits {
+    /// At most `max_descriptors` per chain; indirect tables only where the driver
+    /// acked VIRTIO_RING_F_INDIRECT_DESC in `acked_features`.
+    pub fn negotiated(max_descriptors: usize, acked_features: u64) -> ChainLimits {
+        ChainLimits {
+            max_descriptors,
+            indirect: acked_features & (1 << VIRTIO_RING_F_INDIRECT_DESC) != 0,
+        }
+    }
+}
+
+/// Why a chain was refused before any of its buffers was touched.
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChainRefusal {
+    #[error(
+        "the chain uses an indirect descriptor, and VIRTIO_RING_F_INDIRECT_DESC was not negotiated"
+    )]
+    Indirect,
+    #[error("the chain has more than {0} descriptors")]
+    TooLong(usize),
+}
+
+/// Checks `chain`, just popped from `queue`, against `limits`. Costs at most one read
+/// per descriptor of the chain's direct part (no more than the queue's size) and
+/// `limits.max_descriptors + 1` steps of the chain walker: an indirect table is never
+/// walked to its end.
+pub fn check_chain<M>(
+    queue: &Queue,
+    chain: &DescriptorChain<M>,
+    limits: ChainLimits,
+) -> Result<(), ChainRefusal>
+where
+    M: Deref + Clone,
+    M::Target: GuestMemory,
+{
+    if !limits.indirect && uses_indirect(queue, chain) {
+        return Err(ChainRefusal::Indirect);
+    }
+    let max = limits.max_descriptors;
+    if chain.clone().take(max.saturating_add(1)).count() > max {
+        return Err(ChainRefusal::TooLong(max));
+    }
+    Ok(())
+}
+
+/// Whether the direct part of `chain` (in `queue`'s descriptor table) has a descriptor
+/// with the INDIRECT flag, which virtio-queue's walker would follow. Walks the way the
+/// walker does: from the head along NEXT, at most the queue's size of descriptors,
+/// ending at an index outside the table or a descriptor outside guest memory.
+fn uses_indirect<M>(queue: &Queue, chain: &DescriptorChain<M>) -> bool
+where
+    M: Deref,
+    M::Target: GuestMemory,
+{
+    let mem = chain.memory();
+    let table = GuestAddress(queue.desc_table());
+    let size = queue.size();
+    let mut index = chain.head_index();
+    for _ in 0..size {
+        if index >= size {
+            return false;
+        }
+        let Some(at) = table.checked_add(16 * u64::from(index)) else {
+            return false;
+        };
+        let Ok(desc) = mem.read_obj::<Descriptor>(at) else {
+            return false;
+        };
+        if desc.refers_to_indirect_table() {
+            return true;
+        }
+        if !desc.has_next() {
+            return false;
+        }
+        index = desc.next();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtio_queue::QueueOwnedT;
 
     #[test]
     fn sizes_and_alignment_are_checked() {
@@ -135,5 +231,138 @@ mod tests {
             Err(QueueError::NotInMemory(1))
         );
         assert!(new_queues(&[3]).is_err());
+    }
+
+    const TABLE: u64 = 0x1000;
+    const INDIRECT_TABLE: u64 = 0x10_0000;
+    const F_NEXT: u16 = 1;
+    const F_WRITE: u16 = 2;
+    const F_INDIRECT: u16 = 4;
+    /// The most descriptors an indirect table holds.
+    const TABLE_MAX: u16 = u16::MAX;
+
+    fn desc(mem: &GuestMemoryMmap, at: u64, addr: u64, len: u32, flags: u16, next: u16) {
+        mem.write_obj(Descriptor::new(addr, len, flags, next), GuestAddress(at))
+            .unwrap();
+    }
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap()
+    }
+
+    /// A fresh ready queue of 16 at [`TABLE`] in `mem`, whose available ring offers
+    /// `heads`.
+    fn offer(mem: &GuestMemoryMmap, heads: &[u16]) -> Queue {
+        let mut q = new_queues(&[256]).unwrap().remove(0);
+        write_field(&mut q, QueueField::Size, 16).unwrap();
+        write_field(&mut q, QueueField::DescLow, TABLE as u32).unwrap();
+        write_field(&mut q, QueueField::DriverLow, (TABLE + 0x1000) as u32).unwrap();
+        write_field(&mut q, QueueField::DeviceLow, (TABLE + 0x2000) as u32).unwrap();
+        q.set_ready(true);
+        for (i, head) in heads.iter().enumerate() {
+            mem.write_obj(*head, GuestAddress(TABLE + 0x1004 + 2 * i as u64))
+                .unwrap();
+        }
+        mem.write_obj(heads.len() as u16, GuestAddress(TABLE + 0x1002))
+            .unwrap();
+        q
+    }
+
+    /// Checks each chain the queue offers, in order.
+    fn check_all(
+        mem: &GuestMemoryMmap,
+        mut q: Queue,
+        limits: ChainLimits,
+    ) -> Vec<Result<(), ChainRefusal>> {
+        let mut results = Vec::new();
+        while let Some(chain) = q.iter(mem).unwrap().next() {
+            results.push(check_chain(&q, &chain, limits));
+        }
+        results
+    }
+
+    /// The longest indirect table, of zero-length writable descriptors, at
+    /// [`INDIRECT_TABLE`]: what costs a chain walker the most per chain.
+    fn longest_table(mem: &GuestMemoryMmap) {
+        for i in 0..TABLE_MAX {
+            let flags = if i + 1 < TABLE_MAX {
+                F_WRITE | F_NEXT
+            } else {
+                F_WRITE
+            };
+            desc(
+                mem,
+                INDIRECT_TABLE + 16 * u64::from(i),
+                0x8000,
+                0,
+                flags,
+                i + 1,
+            );
+        }
+    }
+
+    #[test]
+    fn chains_through_indirect_tables_are_refused_unless_negotiated() {
+        let mem = memory();
+        longest_table(&mem);
+        // Chain 0: a plain two-descriptor chain. Chain 2: straight into the longest
+        // table. Chain 5: one direct descriptor, then the table.
+        desc(&mem, TABLE, 0x8000, 10, F_NEXT, 1);
+        desc(&mem, TABLE + 16, 0x8100, 10, F_WRITE, 0);
+        let table_len = 16 * u32::from(TABLE_MAX);
+        desc(&mem, TABLE + 32, INDIRECT_TABLE, table_len, F_INDIRECT, 0);
+        desc(&mem, TABLE + 80, 0x8000, 10, F_NEXT, 6);
+        desc(&mem, TABLE + 96, INDIRECT_TABLE, table_len, F_INDIRECT, 0);
+
+        let not_offered = ChainLimits::negotiated(16, 1 << 32);
+        assert!(!not_offered.indirect);
+        assert_eq!(
+            check_all(&mem, offer(&mem, &[0, 2, 5]), not_offered),
+            [
+                Ok(()),
+                Err(ChainRefusal::Indirect),
+                Err(ChainRefusal::Indirect)
+            ]
+        );
+        // Negotiated, the table is followed, but only up to the cap.
+        let negotiated = ChainLimits::negotiated(16, 1 << VIRTIO_RING_F_INDIRECT_DESC);
+        assert!(negotiated.indirect);
+        assert_eq!(
+            check_all(&mem, offer(&mem, &[0, 2, 5]), negotiated),
+            [
+                Ok(()),
+                Err(ChainRefusal::TooLong(16)),
+                Err(ChainRefusal::TooLong(16))
+            ]
+        );
+    }
+
+    #[test]
+    fn long_direct_chains_are_capped() {
+        let mem = memory();
+        // Chain 0: 8 descriptors; chain 8: 8 more. A cap of 7 refuses both, 8 takes both.
+        for i in 0..16u16 {
+            let flags = if i % 8 == 7 { 0 } else { F_NEXT };
+            desc(&mem, TABLE + 16 * u64::from(i), 0x8000, 1, flags, i + 1);
+        }
+        let limits = |max| ChainLimits {
+            max_descriptors: max,
+            indirect: false,
+        };
+        assert_eq!(
+            check_all(&mem, offer(&mem, &[0, 8]), limits(7)),
+            [Err(ChainRefusal::TooLong(7)), Err(ChainRefusal::TooLong(7))]
+        );
+        assert_eq!(
+            check_all(&mem, offer(&mem, &[0, 8]), limits(8)),
+            [Ok(()), Ok(())]
+        );
+        // A loop through NEXT ends at the queue's size, as the walker's does.
+        desc(&mem, TABLE + 16 * 15, 0x8000, 1, F_NEXT, 8);
+        assert_eq!(check_all(&mem, offer(&mem, &[8]), limits(16)), [Ok(())]);
+        assert_eq!(
+            check_all(&mem, offer(&mem, &[8]), limits(15)),
+            [Err(ChainRefusal::TooLong(15))]
+        );
     }
 }

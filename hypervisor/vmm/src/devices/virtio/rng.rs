@@ -11,6 +11,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::queue::{check_chain, ChainLimits};
 use super::{
     read_config_bytes, take_queues, ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt,
 };
@@ -19,13 +20,17 @@ use super::{
 pub const QUEUE_SIZE: u16 = 256;
 /// Most bytes handed out per descriptor chain.
 pub const MAX_BYTES_PER_CHAIN: u32 = 64 * 1024;
+/// Most descriptors in one chain: no chain of the queue is longer without indirect
+/// descriptors, which this device does not offer (chains through one are refused).
+pub const MAX_CHAIN_DESCRIPTORS: usize = QUEUE_SIZE as usize;
 
 /// Counters for the entropy device.
 #[derive(Debug, Default)]
 pub struct RngMetrics {
     pub requests: AtomicU64,
     pub bytes: AtomicU64,
-    /// Read-only descriptors or buffers outside guest memory.
+    /// Read-only descriptors, buffers outside guest memory, chains through an
+    /// indirect table (not offered) or too long.
     pub bad_descriptors: AtomicU64,
     /// Failures to read entropy, update the used ring or raise the interrupt.
     pub errors: AtomicU64,
@@ -35,6 +40,7 @@ struct Active {
     mem: GuestMemoryMmap,
     queue: Queue,
     interrupt: Arc<VirtioInterrupt>,
+    chains: ChainLimits,
 }
 
 /// The entropy device.
@@ -68,7 +74,14 @@ impl Rng {
         while let Some(chain) = active.queue.pop_descriptor_chain(&active.mem) {
             let head = chain.head_index();
             let mut written = 0u32;
-            for desc in chain {
+            let chain = match check_chain(&active.queue, &chain, active.chains) {
+                Ok(()) => Some(chain),
+                Err(_) => {
+                    metrics.bad_descriptors.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            };
+            for desc in chain.into_iter().flatten() {
                 if !desc.is_write_only() {
                     metrics.bad_descriptors.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -157,6 +170,7 @@ impl VirtioDevice for Rng {
             mem: active.mem,
             queue,
             interrupt: active.interrupt,
+            chains: ChainLimits::negotiated(MAX_CHAIN_DESCRIPTORS, active.acked_features),
         });
         Ok(())
     }

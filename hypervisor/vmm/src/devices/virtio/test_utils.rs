@@ -71,15 +71,45 @@ pub fn fake_transport() -> (MmioTransport, Arc<Mutex<FakeState>>) {
     (transport(device, mem).0, state)
 }
 
-/// A transport around `device` on `mem`, and the eventfd its interrupt raises.
+/// Where [`transport`] says its registers are.
+pub const MMIO_BASE: u64 = 0xd000_3000;
+
+/// A transport around `device` on `mem` (at [`MMIO_BASE`]), and the eventfd its
+/// interrupt raises.
 pub fn transport(
     device: impl VirtioDevice + 'static,
     mem: GuestMemoryMmap,
 ) -> (MmioTransport, EventFd) {
     let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
     let interrupt = Arc::new(VirtioInterrupt::new(irq.try_clone().unwrap()));
-    let t = MmioTransport::new(Box::new(device), mem, interrupt).unwrap();
+    let t = MmioTransport::new(Box::new(device), mem, interrupt, MMIO_BASE).unwrap();
     (t, irq)
+}
+
+/// Runs `f` with this thread's log (`tracing`, at every level) going to a buffer;
+/// returns what `f` returns and the log.
+pub fn capture_log<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let value = tracing::subscriber::with_default(subscriber, f);
+    let log = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+    (value, log)
 }
 
 /// The features the device offers, both words.
@@ -145,4 +175,32 @@ pub fn r32(t: &mut MmioTransport, offset: u32) -> u32 {
     let mut b = [0u8; 4];
     t.read(u64::from(offset), &mut b);
     u32::from_le_bytes(b)
+}
+
+/// Runs `f` on a thread of its own and returns what it returns; panics naming `what`
+/// if it has not returned after `patience` (a guard against a test hanging forever,
+/// not a measure of how long `f` should take). A panic of `f` is passed on.
+pub fn returns_within<T: Send + 'static>(
+    what: &str,
+    patience: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        // The receiver is gone only if the test gave up already.
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(patience) {
+        Ok(value) => {
+            thread.join().unwrap();
+            value
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sends before it ends"),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not return within {patience:?}")
+        }
+    }
 }

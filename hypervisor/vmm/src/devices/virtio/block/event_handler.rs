@@ -53,7 +53,7 @@ impl EventHandler {
         let yield_now = || shared.resetting.load(Ordering::Acquire);
         match self
             .worker
-            .process_queue(&mut active.queue, &active.mem, &yield_now)
+            .process_queue(&mut active.queue, &active.mem, active.chains, &yield_now)
         {
             Ok(done) => {
                 if done.notify && active.interrupt.signal_used_queue().is_err() {

@@ -40,6 +40,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::queue::ChainLimits;
 use super::{
     read_config_bytes, take_queues, ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt,
 };
@@ -87,6 +88,9 @@ struct Active {
     mem: GuestMemoryMmap,
     queue: Queue,
     interrupt: Arc<VirtioInterrupt>,
+    /// What chains the queue takes (indirect tables only if negotiated: never, as
+    /// they are not offered).
+    chains: ChainLimits,
 }
 
 /// What the two halves share.
@@ -206,6 +210,7 @@ impl VirtioDevice for Block {
             mem: active.mem,
             queue,
             interrupt: active.interrupt,
+            chains: ChainLimits::negotiated(worker::MAX_DESCRIPTORS, active.acked_features),
         });
         // Requests may be waiting already.
         self.wake();

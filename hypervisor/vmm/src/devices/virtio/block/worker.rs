@@ -3,7 +3,8 @@
 //! disk through one bounded bounce buffer, and answered with its status byte.
 //!
 //! Host memory per request stays small whatever the guest sends: chains longer than
-//! the queue are dropped before anything is collected from them, data moves in
+//! the queue, or through an indirect table (not offered), are dropped before anything
+//! is collected from them, data moves in
 //! bounce-buffer-sized pieces, and a request carries at most [`MAX_REQUEST_BYTES`].
 
 use std::io::{Read, Write};
@@ -16,6 +17,7 @@ use vm_memory::GuestMemoryMmap;
 use super::disk::Disk;
 use super::request::{parse, Header, Limits, Op, Refusal, Status, HEADER_SIZE};
 use super::{BlockMetrics, MAX_REQUEST_BYTES, QUEUE_SIZE};
+use crate::devices::virtio::queue::{check_chain, ChainLimits};
 
 /// The bounce buffer between guest memory and the file.
 pub const BOUNCE_SIZE: usize = 128 * 1024;
@@ -23,7 +25,7 @@ pub const BOUNCE_SIZE: usize = 128 * 1024;
 pub const BATCH: usize = QUEUE_SIZE as usize;
 /// Longest chain accepted: no chain of a queue of [`QUEUE_SIZE`] is longer without
 /// indirect descriptors, which this device does not offer.
-const MAX_DESCRIPTORS: usize = QUEUE_SIZE as usize;
+pub const MAX_DESCRIPTORS: usize = QUEUE_SIZE as usize;
 
 /// The driver broke its rings (an available index out of range, rings no longer in
 /// memory): the queue is unusable until the driver resets the device.
@@ -70,13 +72,14 @@ impl Worker {
         }
     }
 
-    /// Serves the available chains, at most [`BATCH`] of them, stopping early when
-    /// `yield_now` says so; then tells whether the driver wants an interrupt.
-    /// Notifications stay suppressed while the pass runs (EVENT_IDX or not).
+    /// Serves the available chains (each within `limits`), at most [`BATCH`] of them,
+    /// stopping early when `yield_now` says so; then tells whether the driver wants an
+    /// interrupt. Notifications stay suppressed while the pass runs (EVENT_IDX or not).
     pub fn process_queue(
         &mut self,
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
+        limits: ChainLimits,
         yield_now: &dyn Fn() -> bool,
     ) -> Result<Processed, QueueFault> {
         let mut done = Processed::default();
@@ -94,7 +97,13 @@ impl Worker {
                 };
                 popped += 1;
                 let head = chain.head_index();
-                let len = self.serve(mem, chain);
+                let len = match check_chain(queue, &chain, limits) {
+                    Ok(()) => self.serve(mem, chain),
+                    Err(_) => {
+                        inc(&self.metrics.requests);
+                        self.drop_chain()
+                    }
+                };
                 if head >= queue.size() {
                     // Nothing to return it as: the driver's mistake, not the ring's.
                     continue;
@@ -111,12 +120,10 @@ impl Worker {
         Ok(done)
     }
 
-    /// Serves one chain; returns the used length (bytes written to the guest).
+    /// Serves one chain (checked against the chain limits); returns the used length
+    /// (bytes written to the guest).
     fn serve(&mut self, mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
         inc(&self.metrics.requests);
-        if chain.clone().take(MAX_DESCRIPTORS + 1).count() > MAX_DESCRIPTORS {
-            return self.drop_chain();
-        }
         let Ok(mut data_out) = Writer::new(mem, chain.clone()) else {
             return self.drop_chain();
         };
@@ -141,7 +148,8 @@ impl Worker {
         u32::try_from(data_out.bytes_written() + 1).unwrap_or(u32::MAX)
     }
 
-    /// A chain with no room for a status: counted, returned with nothing written.
+    /// A chain refused or with no room for a status: counted, returned with nothing
+    /// written.
     fn drop_chain(&self) -> u32 {
         inc(&self.metrics.bad_requests);
         0

@@ -16,9 +16,16 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::alloc_probe::peak_heap;
 use super::disk::Disk;
-use super::worker::{Processed, Worker};
+use super::worker::{Processed, Worker, MAX_DESCRIPTORS};
 use super::{BlockMetrics, MAX_REQUEST_BYTES};
 use crate::config::DriveSpec;
+use crate::devices::virtio::queue::ChainLimits;
+
+/// The chains the device takes: INDIRECT_DESC is not offered.
+const LIMITS: ChainLimits = ChainLimits {
+    max_descriptors: MAX_DESCRIPTORS,
+    indirect: false,
+};
 
 const RING: u64 = 0x1000;
 const QSIZE: u16 = 64;
@@ -174,7 +181,7 @@ impl<'m> Harness<'m> {
     fn run(&mut self) -> Processed {
         let (done, peak) = peak_heap(|| {
             self.worker
-                .process_queue(&mut self.queue, self.mem, &|| false)
+                .process_queue(&mut self.queue, self.mem, LIMITS, &|| false)
                 .unwrap()
         });
         assert!(peak < HEAP_BOUND, "one pass took {peak} bytes of heap");
@@ -444,6 +451,36 @@ fn chain_length_is_bounded_even_through_indirect_tables() {
 }
 
 #[test]
+fn requests_through_indirect_tables_are_refused() {
+    // INDIRECT_DESC is not offered: even a short, well-formed request through a table
+    // is refused before anything is read from it or written to the disk's reader.
+    let mem = memory(4 << 20);
+    let mut h = Harness::new(&mem, false, SECTORS);
+    let hdr = h.header(VIRTIO_BLK_T_IN, 0);
+    let data = h.buf(512, 0xee);
+    let status = h.buf(1, 0xee);
+    let table = h.buf(3 * 16, 0);
+    let descs = [
+        SplitDescriptor::new(hdr, 16, NEXT, 1),
+        SplitDescriptor::new(data, 512, NEXT | WRITE, 2),
+        SplitDescriptor::new(status, 1, WRITE, 0),
+    ];
+    for (i, d) in descs.into_iter().enumerate() {
+        mem.write_obj(RawDescriptor::from(d), GuestAddress(table + 16 * i as u64))
+            .unwrap();
+    }
+    let head = h.submit(&[ro(table, 48)]);
+    let d = SplitDescriptor::new(table, 48, INDIRECT, 0);
+    h.vq.desc_table().store(head, d.into()).unwrap();
+    assert_eq!(h.run().served, 1);
+    assert_eq!(h.used(0).1, 0);
+    assert_eq!(h.byte(status), 0xee);
+    assert_eq!(h.bytes(data, 512), vec![0xee; 512]);
+    assert_eq!(h.m(|m| &m.bad_requests), 1);
+    assert_eq!(h.m(|m| &m.read_bytes), 0);
+}
+
+#[test]
 fn the_largest_request_moves_through_a_bounded_buffer() {
     // An 8 MiB disk read and written through single 8 MiB guest buffers: the heap
     // stays far below the request size (checked in `run`).
@@ -486,7 +523,7 @@ fn broken_rings_are_faults_and_bad_heads_are_skipped() {
         .unwrap();
     assert!(h
         .worker
-        .process_queue(&mut h.queue, &mem, &|| false)
+        .process_queue(&mut h.queue, &mem, LIMITS, &|| false)
         .is_err());
 }
 
@@ -497,7 +534,7 @@ fn yielding_leaves_requests_for_the_next_pass() {
     let s = h.request(VIRTIO_BLK_T_FLUSH, 0, &[]);
     let done = h
         .worker
-        .process_queue(&mut h.queue, &mem, &|| true)
+        .process_queue(&mut h.queue, &mem, LIMITS, &|| true)
         .unwrap();
     assert_eq!(
         done,

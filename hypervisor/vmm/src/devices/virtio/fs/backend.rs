@@ -1,6 +1,8 @@
 //! The vhost-user connection to the file system backend (virtiofsd), through the
 //! `vhost` crate's frontend: the handshake at build time, the queue setup at
-//! activation and the stop at reset.
+//! activation and the stop at reset. Each exchange (a request and its reply, if any)
+//! has a deadline, which a [`Watchdog`] enforces by hanging up on a backend that
+//! outlives it.
 //!
 //! Only what this device uses is negotiated: REPLY_ACK (every request is answered, so
 //! a refusal is seen at once), RESET_DEVICE (a driver reset ends the FUSE session)
@@ -22,13 +24,16 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::watchdog::{Expired, Watchdog};
+
 /// How often, and how far apart, connecting is tried while the socket is missing or
 /// refuses (the backend may still be starting): about five seconds.
 const CONNECT_ATTEMPTS: u32 = 50;
 const CONNECT_RETRY: Duration = Duration::from_millis(100);
-/// Longest wait for one reply: a hung backend fails the request instead of blocking
-/// the vCPU thread that activates or resets the device.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest one exchange with the backend may take: a hung backend fails the request
+/// instead of blocking the thread that builds the VM, or the vCPU thread that
+/// activates or resets the device.
+pub const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 /// The protocol features this frontend uses, when the backend offers them.
 const WANTED_PROTOCOL: VhostUserProtocolFeatures = VhostUserProtocolFeatures::REPLY_ACK
     .union(VhostUserProtocolFeatures::RESET_DEVICE)
@@ -49,12 +54,24 @@ pub enum BackendError {
         #[source]
         source: io::Error,
     },
+    #[error("starting the watchdog thread for the vhost-user socket {path}")]
+    Watchdog {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("vhost-user {request} on {path}")]
     Request {
         request: &'static str,
         path: PathBuf,
         #[source]
         source: vhost::Error,
+    },
+    #[error("vhost-user {request} on {path}: no answer within {after:?}; hung up on the backend")]
+    Timeout {
+        request: &'static str,
+        path: PathBuf,
+        after: Duration,
     },
     #[error("the vhost-user backend on {path} lacks {what}")]
     Unsupported { path: PathBuf, what: &'static str },
@@ -64,10 +81,13 @@ pub enum BackendError {
         got: u64,
         want: usize,
     },
-    #[error("guest memory at {addr:#x} is not shareable (not backed by a memfd)")]
-    PrivateMemory { addr: u64 },
-    #[error("the vhost-user backend connection is gone")]
-    Gone,
+    #[error(
+        "guest memory at {addr:#x} is not shareable with the vhost-user backend on {path} \
+         (not backed by a memfd)"
+    )]
+    PrivateMemory { path: PathBuf, addr: u64 },
+    #[error("the vhost-user backend connection on {path} is gone")]
+    Gone { path: PathBuf },
 }
 
 /// The connection, after the handshake.
@@ -76,6 +96,8 @@ pub struct Backend {
     frontend: Frontend,
     /// The same socket, to hang up on.
     socket: UnixStream,
+    /// Hangs up on the backend when an exchange outlives its deadline.
+    watchdog: Watchdog,
     /// What the backend offers (GET_FEATURES).
     features: u64,
     /// What was negotiated (SET_PROTOCOL_FEATURES); `None` without
@@ -85,26 +107,32 @@ pub struct Backend {
 
 impl Backend {
     /// Connects to `path` (retrying while it is missing or refuses, for a few
-    /// seconds), claims the backend (SET_OWNER) and negotiates protocol features.
-    /// Also returns a handle on the socket to watch for the backend hanging up.
-    pub fn connect(path: &Path, queues: usize) -> Result<(Backend, UnixStream), BackendError> {
+    /// seconds), claims the backend (SET_OWNER) and negotiates protocol features, each
+    /// exchange within `deadline`. Also returns a handle on the socket to watch for the
+    /// backend hanging up.
+    pub fn connect(
+        path: &Path,
+        queues: usize,
+        deadline: Duration,
+    ) -> Result<(Backend, UnixStream), BackendError> {
         let stream = connect_with_retry(path)?;
         let socket_err = |source| BackendError::Socket {
             path: path.to_owned(),
             source,
         };
-        stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
-            .map_err(socket_err)?;
-        stream
-            .set_write_timeout(Some(REPLY_TIMEOUT))
-            .map_err(socket_err)?;
         let watch = stream.try_clone().map_err(socket_err)?;
         let socket = stream.try_clone().map_err(socket_err)?;
+        let dog_socket = stream.try_clone().map_err(socket_err)?;
+        let watchdog =
+            Watchdog::spawn(dog_socket, deadline).map_err(|source| BackendError::Watchdog {
+                path: path.to_owned(),
+                source,
+            })?;
         let mut backend = Backend {
             path: path.to_owned(),
             frontend: Frontend::from_stream(stream, queues as u64),
             socket,
+            watchdog,
             features: 0,
             protocol: None,
         };
@@ -112,34 +140,53 @@ impl Backend {
         Ok((backend, watch))
     }
 
+    /// Runs one exchange, `request`, under the watchdog's deadline.
+    fn exchange<T>(
+        &mut self,
+        request: &'static str,
+        call: impl FnOnce(&mut Frontend) -> vhost::Result<T>,
+    ) -> Result<T, BackendError> {
+        let Backend {
+            path,
+            frontend,
+            watchdog,
+            ..
+        } = self;
+        match watchdog.guard(|| call(frontend)) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(BackendError::Request {
+                request,
+                path: path.clone(),
+                source,
+            }),
+            Err(Expired) => Err(BackendError::Timeout {
+                request,
+                path: path.clone(),
+                after: watchdog.deadline(),
+            }),
+        }
+    }
+
     fn handshake(&mut self, queues: usize) -> Result<(), BackendError> {
-        let path = self.path.clone();
-        let req = |request| request_error(&path, request);
-        self.frontend.set_owner().map_err(req("SET_OWNER"))?;
-        self.features = self.frontend.get_features().map_err(req("GET_FEATURES"))?;
+        self.exchange("SET_OWNER", |f| f.set_owner())?;
+        self.features = self.exchange("GET_FEATURES", |f| f.get_features())?;
         if self.features & (1 << VIRTIO_F_VERSION_1) == 0 {
             return Err(self.unsupported("VIRTIO_F_VERSION_1"));
         }
         if self.features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() == 0 {
             return Ok(());
         }
-        let offered = self
-            .frontend
-            .get_protocol_features()
-            .map_err(req("GET_PROTOCOL_FEATURES"))?;
+        let offered = self.exchange("GET_PROTOCOL_FEATURES", |f| f.get_protocol_features())?;
         let protocol = offered & WANTED_PROTOCOL;
-        self.frontend
-            .set_protocol_features(protocol)
-            .map_err(req("SET_PROTOCOL_FEATURES"))?;
+        self.exchange("SET_PROTOCOL_FEATURES", |f| {
+            f.set_protocol_features(protocol)
+        })?;
         self.protocol = Some(protocol);
         if protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {
             self.frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
         }
         if protocol.contains(VhostUserProtocolFeatures::MQ) {
-            let got = self
-                .frontend
-                .get_queue_num()
-                .map_err(req("GET_QUEUE_NUM"))?;
+            let got = self.exchange("GET_QUEUE_NUM", |f| f.get_queue_num())?;
             if got < queues as u64 {
                 return Err(BackendError::TooFewQueues {
                     path: self.path.clone(),
@@ -158,8 +205,9 @@ impl Backend {
         }
     }
 
-    fn request(&self, request: &'static str) -> impl Fn(vhost::Error) -> BackendError + '_ {
-        request_error(&self.path, request)
+    /// The socket the backend listens on.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The virtio features the backend offers.
@@ -175,9 +223,7 @@ impl Backend {
         if self.protocol.is_some() {
             features |= VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         }
-        self.frontend
-            .set_features(features)
-            .map_err(self.request("SET_FEATURES"))
+        self.exchange("SET_FEATURES", |f| f.set_features(features))
     }
 
     /// SET_MEM_TABLE: every region of `mem` with its memfd, file offset, guest
@@ -188,15 +234,13 @@ impl Backend {
             .map(|region| {
                 VhostUserMemoryRegionInfo::from_guest_region(region).map_err(|_| {
                     BackendError::PrivateMemory {
+                        path: self.path.clone(),
                         addr: region.start_addr().raw_value(),
                     }
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.frontend
-            .set_mem_table(&regions)
-            .map(drop)
-            .map_err(self.request("SET_MEM_TABLE"))
+        self.exchange("SET_MEM_TABLE", |f| f.set_mem_table(&regions).map(drop))
     }
 
     /// Gives queue `index` to the backend: size, ring addresses (host addresses),
@@ -209,26 +253,14 @@ impl Backend {
         kick: &EventFd,
         call: &EventFd,
     ) -> Result<(), BackendError> {
-        self.frontend
-            .set_vring_num(index, ring.queue_size)
-            .map_err(self.request("SET_VRING_NUM"))?;
-        self.frontend
-            .set_vring_addr(index, ring)
-            .map_err(self.request("SET_VRING_ADDR"))?;
-        self.frontend
-            .set_vring_base(index, next_avail)
-            .map_err(self.request("SET_VRING_BASE"))?;
-        self.frontend
-            .set_vring_call(index, call)
-            .map_err(self.request("SET_VRING_CALL"))?;
+        self.exchange("SET_VRING_NUM", |f| f.set_vring_num(index, ring.queue_size))?;
+        self.exchange("SET_VRING_ADDR", |f| f.set_vring_addr(index, ring))?;
+        self.exchange("SET_VRING_BASE", |f| f.set_vring_base(index, next_avail))?;
+        self.exchange("SET_VRING_CALL", |f| f.set_vring_call(index, call))?;
         // The backend starts the ring once it has the kick.
-        self.frontend
-            .set_vring_kick(index, kick)
-            .map_err(self.request("SET_VRING_KICK"))?;
+        self.exchange("SET_VRING_KICK", |f| f.set_vring_kick(index, kick))?;
         if self.protocol.is_some() {
-            self.frontend
-                .set_vring_enable(index, true)
-                .map_err(self.request("SET_VRING_ENABLE"))?;
+            self.exchange("SET_VRING_ENABLE", |f| f.set_vring_enable(index, true))?;
         }
         Ok(())
     }
@@ -238,15 +270,11 @@ impl Backend {
     /// session for the next driver).
     pub fn stop(&mut self, started: &[usize]) -> Result<(), BackendError> {
         for &index in started {
-            self.frontend
-                .get_vring_base(index)
-                .map_err(self.request("GET_VRING_BASE"))?;
+            self.exchange("GET_VRING_BASE", |f| f.get_vring_base(index))?;
         }
         let reset = VhostUserProtocolFeatures::RESET_DEVICE;
         if self.protocol.is_some_and(|p| p.contains(reset)) {
-            self.frontend
-                .reset_device()
-                .map_err(self.request("RESET_DEVICE"))?;
+            self.exchange("RESET_DEVICE", |f| f.reset_device())?;
         }
         Ok(())
     }
@@ -255,17 +283,6 @@ impl Backend {
     pub fn hang_up(&self) {
         // Fails only if the socket is not connected any more.
         let _ = self.socket.shutdown(Shutdown::Both);
-    }
-}
-
-fn request_error<'a>(
-    path: &'a Path,
-    request: &'static str,
-) -> impl Fn(vhost::Error) -> BackendError + 'a {
-    move |source| BackendError::Request {
-        request,
-        path: path.to_owned(),
-        source,
     }
 }
 

@@ -6,6 +6,7 @@ use std::io;
 use std::net::Shutdown;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ const CALL: u64 = 2;
 pub(super) struct EventLoop {
     calls: Vec<EventFd>,
     socket: UnixStream,
+    /// Where the backend listens, for the log.
+    path: PathBuf,
     shared: Arc<Shared>,
     metrics: Arc<FsMetrics>,
 }
@@ -31,12 +34,14 @@ impl EventLoop {
     pub(super) fn new(
         calls: Vec<EventFd>,
         socket: UnixStream,
+        path: PathBuf,
         shared: Arc<Shared>,
         metrics: Arc<FsMetrics>,
     ) -> EventLoop {
         EventLoop {
             calls,
             socket,
+            path,
             shared,
             metrics,
         }
@@ -80,7 +85,10 @@ impl EventLoop {
             // Already known (a failed request marked it), and counted there.
             return;
         }
-        tracing::error!("the virtio-fs backend hung up; the device needs a reset");
+        tracing::error!(
+            socket = %self.path.display(),
+            "the virtio-fs backend connection closed; the device needs a reset"
+        );
         if let Some(interrupt) = self.shared.interrupt().as_ref() {
             if interrupt.signal_needs_reset().is_err() {
                 self.metrics

@@ -29,15 +29,21 @@
 //! - A backend that hangs up or fails is logged and counted, and the device reports
 //!   DEVICE_NEEDS_RESET; it never panics. virtiofsd serves one connection only, so the
 //!   device stays failed until the VM ends.
+//! - Every exchange with the backend has a deadline ([`REPLY_DEADLINE`]): a backend
+//!   that does not answer in time is hung up on by the device's watchdog thread
+//!   ([`watchdog`]), which fails the build (an error naming the socket) or, at run
+//!   time, the device, instead of blocking the thread waiting for the answer.
 
 mod backend;
 mod event_loop;
 mod rings;
 #[cfg(test)]
 mod tests;
+mod watchdog;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use vhost::VringConfigData;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -49,11 +55,12 @@ use vmm_sys_util::eventfd::EventFd;
 use super::{
     read_config_bytes, take_queues, ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt,
 };
+use crate::api::error_chain;
 use crate::config::SharedFsSpec;
 use crate::devices::thread::DeviceThread;
 use backend::Backend;
 
-pub use backend::BackendError;
+pub use backend::{BackendError, REPLY_DEADLINE};
 
 /// The virtio device id of a file system device.
 pub const VIRTIO_ID_FS: u32 = 26;
@@ -94,10 +101,18 @@ pub enum FsError {
     Tag { tag: String, why: &'static str },
     #[error("virtio-fs backend")]
     Backend(#[from] BackendError),
-    #[error("creating the virtio-fs call eventfds")]
-    EventFd(#[source] std::io::Error),
-    #[error("starting the virtio-fs thread")]
-    Thread(#[source] std::io::Error),
+    #[error("virtio-fs {tag:?}: creating the call eventfds")]
+    EventFd {
+        tag: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("virtio-fs {tag:?}: starting the device thread")]
+    Thread {
+        tag: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The device's counters (the transport counts notifications and activations too).
@@ -169,6 +184,16 @@ impl VirtioFs {
         spec: &SharedFsSpec,
         kicks: [EventFd; NUM_QUEUES],
     ) -> Result<(VirtioFs, DeviceThread), FsError> {
+        VirtioFs::with_deadline(spec, kicks, REPLY_DEADLINE)
+    }
+
+    /// [`VirtioFs::new`], each exchange with the backend (now and later) limited to
+    /// `deadline` rather than [`REPLY_DEADLINE`].
+    pub fn with_deadline(
+        spec: &SharedFsSpec,
+        kicks: [EventFd; NUM_QUEUES],
+        deadline: Duration,
+    ) -> Result<(VirtioFs, DeviceThread), FsError> {
         check_tag(&spec.tag).map_err(|why| FsError::Tag {
             tag: spec.tag.clone(),
             why,
@@ -176,9 +201,13 @@ impl VirtioFs {
         let mut config = [0u8; CONFIG_SIZE];
         config[..spec.tag.len()].copy_from_slice(spec.tag.as_bytes());
         config[TAG_MAX_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
-        let new_call = || EventFd::new(libc::EFD_NONBLOCK).map_err(FsError::EventFd);
+        let eventfd_err = |source| FsError::EventFd {
+            tag: spec.tag.clone(),
+            source,
+        };
+        let new_call = || EventFd::new(libc::EFD_NONBLOCK).map_err(eventfd_err);
         let calls = [new_call()?, new_call()?];
-        let (backend, socket) = Backend::connect(&spec.socket_path, NUM_QUEUES)?;
+        let (backend, socket) = Backend::connect(&spec.socket_path, NUM_QUEUES, deadline)?;
         let features = (1 << VIRTIO_F_VERSION_1) | (backend.features() & PASSTHROUGH_FEATURES);
         let shared = Arc::<Shared>::default();
         let metrics = Arc::<FsMetrics>::default();
@@ -186,10 +215,21 @@ impl VirtioFs {
             .iter()
             .map(EventFd::try_clone)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(FsError::EventFd)?;
-        let handler = event_loop::EventLoop::new(watched, socket, shared.clone(), metrics.clone());
-        let thread = DeviceThread::spawn("virtio-fs", move |stop| handler.run(stop))
-            .map_err(FsError::Thread)?;
+            .map_err(eventfd_err)?;
+        let handler = event_loop::EventLoop::new(
+            watched,
+            socket,
+            spec.socket_path.clone(),
+            shared.clone(),
+            metrics.clone(),
+        );
+        let thread =
+            DeviceThread::spawn("virtio-fs", move |stop| handler.run(stop)).map_err(|source| {
+                FsError::Thread {
+                    tag: spec.tag.clone(),
+                    source,
+                }
+            })?;
         let fs = VirtioFs {
             config,
             backend,
@@ -211,7 +251,10 @@ impl VirtioFs {
     fn backend_failed(&mut self, error: &BackendError) {
         self.metrics.backend_errors.fetch_add(1, Ordering::Relaxed);
         if self.shared.mark_gone() {
-            tracing::error!(%error, "virtio-fs backend failed; the device needs a reset");
+            tracing::error!(
+                error = %error_chain(error),
+                "virtio-fs backend failed; the device needs a reset"
+            );
         }
         self.backend.hang_up();
     }
@@ -225,7 +268,9 @@ impl VirtioFs {
         rings: &[(usize, VringConfigData, u16)],
     ) -> Result<(), BackendError> {
         if self.shared.is_gone() {
-            return Err(BackendError::Gone);
+            return Err(BackendError::Gone {
+                path: self.backend.path().to_owned(),
+            });
         }
         let acked = acked_features & self.features;
         self.backend.set_features(acked)?;
@@ -287,11 +332,11 @@ impl VirtioDevice for VirtioFs {
             }
             Err(error) => {
                 self.shared.interrupt().take();
-                if !matches!(error, BackendError::Gone) {
+                if !matches!(error, BackendError::Gone { .. }) {
                     self.backend_failed(&error);
                 }
                 self.started.clear();
-                Err(ActivateError::Backend(error.to_string()))
+                Err(ActivateError::Backend(error_chain(&error)))
             }
         }
     }

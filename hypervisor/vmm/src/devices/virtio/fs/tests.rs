@@ -6,8 +6,9 @@
 //! Tests that need virtiofsd print why they are skipped when it is not installed
 //! (`scripts/setup.sh` installs it).
 
-use std::io::Write;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,9 @@ use vmm_sys_util::eventfd::EventFd;
 use super::*;
 use crate::api::error_chain;
 use crate::devices::virtio::mmio::CONFIG_SPACE_OFFSET;
-use crate::devices::virtio::test_utils::{negotiate, publish, r32, setup_queue, transport, w32};
+use crate::devices::virtio::test_utils::{
+    capture_log, negotiate, publish, r32, returns_within, setup_queue, transport, w32,
+};
 use crate::devices::virtio::MmioTransport;
 use crate::vstate::memory;
 use virtiofsd::Virtiofsd;
@@ -36,6 +39,9 @@ const REPLY_BUF: u64 = 0x11_0000;
 const REPLY_LEN: u32 = 4096;
 /// Long enough for any healthy run; only stops a broken test from hanging.
 const PATIENCE: Duration = Duration::from_secs(20);
+/// The exchange deadline against the fake backend: short, so the tests that wait for
+/// it are quick, and still far longer than a healthy answer takes.
+const DEADLINE: Duration = Duration::from_secs(2);
 
 // FUSE (include/uapi/linux/fuse.h).
 const FUSE_LOOKUP: u32 = 1;
@@ -439,4 +445,229 @@ fn bad_tags_are_refused_before_connecting() {
     }
     assert_eq!(check_tag(&"x".repeat(36)), Ok(()));
     assert_eq!(check_tag("é"), Ok(()));
+}
+
+// vhost-user (docs/interop/vhost-user.rst): the requests the fake backend tells apart,
+// and the header flags.
+const SET_OWNER: u32 = 3;
+const GET_FEATURES: u32 = 1;
+const SET_FEATURES: u32 = 2;
+const GET_VRING_BASE: u32 = 11;
+const GET_PROTOCOL_FEATURES: u32 = 15;
+const GET_QUEUE_NUM: u32 = 17;
+const VERSION_1_FLAG: u32 = 0x1;
+const REPLY_FLAG: u32 = 0x4;
+const NEED_REPLY_FLAG: u32 = 0x8;
+/// VIRTIO_F_VERSION_1 and VHOST_USER_F_PROTOCOL_FEATURES.
+const FAKE_FEATURES: u64 = (1 << 32) | (1 << 30);
+/// VHOST_USER_PROTOCOL_F_MQ and _REPLY_ACK.
+const FAKE_PROTOCOL: u64 = (1 << 0) | (1 << 3);
+
+/// What the fake backend does once the request it waits for comes.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Answers neither it nor anything after it: it reads on, silent, until the
+    /// connection ends.
+    Stall,
+    /// Closes the connection (unanswered).
+    HangUp,
+}
+
+/// A request no frontend sends: the fake backend answers everything.
+const NO_REQUEST: u32 = 0;
+
+/// A vhost-user backend in the test: it accepts one connection and answers like
+/// virtiofsd (VERSION_1; protocol features MQ with two queues and REPLY_ACK) until
+/// request `at` comes; `then` says what it does then.
+struct FakeBackend {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+impl FakeBackend {
+    fn start(at: u32, then: Then) -> FakeBackend {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("fake-virtiofsd.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        std::thread::spawn(move || {
+            if let Ok((stream, _)) = listener.accept() {
+                serve(stream, at, then);
+            }
+        });
+        FakeBackend { _dir: dir, socket }
+    }
+
+    fn spec(&self) -> SharedFsSpec {
+        SharedFsSpec {
+            socket_path: self.socket.clone(),
+            tag: TAG.into(),
+        }
+    }
+}
+
+fn serve(mut stream: UnixStream, at: u32, then: Then) {
+    let mut stalled = false;
+    loop {
+        let mut header = [0u8; 12];
+        if stream.read_exact(&mut header).is_err() {
+            return;
+        }
+        let word = |i: usize| u32::from_le_bytes(header[4 * i..4 * i + 4].try_into().unwrap());
+        let (request, flags, size) = (word(0), word(1), word(2));
+        // The body; attached fds (memory, eventfds) are dropped by a plain read.
+        let mut body = vec![0u8; size as usize];
+        if stream.read_exact(&mut body).is_err() {
+            return;
+        }
+        stalled |= request == at;
+        match then {
+            _ if !stalled => {}
+            Then::Stall => continue,
+            Then::HangUp => return,
+        }
+        let reply: Option<Vec<u8>> = match request {
+            GET_FEATURES => Some(FAKE_FEATURES.to_le_bytes().to_vec()),
+            GET_PROTOCOL_FEATURES => Some(FAKE_PROTOCOL.to_le_bytes().to_vec()),
+            GET_QUEUE_NUM => Some(2u64.to_le_bytes().to_vec()),
+            // struct vhost_vring_state: the index asked for, its next available index.
+            GET_VRING_BASE => Some([&body[..4], &[0u8; 4]].concat()),
+            // Everything else is acknowledged (success) when asked to.
+            _ if flags & NEED_REPLY_FLAG != 0 => Some(0u64.to_le_bytes().to_vec()),
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            let mut out = Vec::with_capacity(12 + reply.len());
+            out.extend_from_slice(&request.to_le_bytes());
+            out.extend_from_slice(&(VERSION_1_FLAG | REPLY_FLAG).to_le_bytes());
+            out.extend_from_slice(&(reply.len() as u32).to_le_bytes());
+            out.extend_from_slice(&reply);
+            if stream.write_all(&out).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_backend_that_never_answers_fails_the_build_naming_the_socket() {
+    // It accepts the connection and says nothing: the handshake's first question
+    // (GET_FEATURES, after SET_OWNER, which needs no answer) is never answered.
+    let fake = FakeBackend::start(SET_OWNER, Then::Stall);
+    let spec = fake.spec();
+    let error = returns_within("VirtioFs::with_deadline", PATIENCE, move || {
+        VirtioFs::with_deadline(&spec, kicks(), DEADLINE).err()
+    })
+    .expect("the build fails");
+    let line = error_chain(&error);
+    assert!(line.contains(&fake.socket.display().to_string()), "{line}");
+    assert!(line.contains("GET_FEATURES"), "{line}");
+    assert!(
+        matches!(
+            &error,
+            FsError::Backend(BackendError::Timeout { request: "GET_FEATURES", path, after })
+                if *path == fake.socket && *after == DEADLINE
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_backend_that_stalls_at_activation_fails_the_device() {
+    // The handshake is answered; SET_FEATURES, the activation's first request, is not.
+    let fake = FakeBackend::start(SET_FEATURES, Then::Stall);
+    let (fs, _thread) = VirtioFs::with_deadline(&fake.spec(), kicks(), DEADLINE).unwrap();
+    let metrics = fs.metrics();
+    let mut d = Driver::new(fs, shared_memory());
+    d.initialize(0x1_0000);
+    // DRIVER_OK activates the device on this (the vCPU's) thread, which must return.
+    let mut d = returns_within("DRIVER_OK", PATIENCE, move || {
+        d.w(VIRTIO_MMIO_STATUS, 0xf);
+        d
+    });
+    assert!(!d.t.is_activated());
+    assert_ne!(d.r(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+    assert_eq!(d.t.metrics().activate_failures.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.activations.load(Ordering::Relaxed), 0);
+    assert!(metrics.backend_errors.load(Ordering::Relaxed) >= 1);
+    // The device stays failed: activating again fails at once.
+    d.initialize(0x1_0000);
+    d.driver_ok();
+    assert!(!d.t.is_activated());
+    assert_eq!(d.t.metrics().activate_failures.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_backend_that_stalls_at_reset_fails_the_device() {
+    // Everything is answered up to the reset's GET_VRING_BASE.
+    let fake = FakeBackend::start(GET_VRING_BASE, Then::Stall);
+    let (fs, _thread) = VirtioFs::with_deadline(&fake.spec(), kicks(), DEADLINE).unwrap();
+    let metrics = fs.metrics();
+    let mut d = Driver::new(fs, shared_memory());
+    d.initialize(0x1_0000);
+    d.driver_ok();
+    assert!(d.t.is_activated());
+    // The reset (status 0) runs on this thread too, and must return.
+    let mut d = returns_within("the reset", PATIENCE, move || {
+        d.w(VIRTIO_MMIO_STATUS, 0);
+        d
+    });
+    assert_eq!(metrics.resets.load(Ordering::Relaxed), 1);
+    assert!(metrics.backend_errors.load(Ordering::Relaxed) >= 1);
+    d.initialize(0x1_0000);
+    d.driver_ok();
+    assert!(!d.t.is_activated(), "the backend is gone");
+    assert_ne!(d.r(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+}
+
+/// The transport's log line for the failed activation in `log`.
+fn activation_failure(log: &str) -> &str {
+    log.lines()
+        .find(|l| l.contains("virtio device activation failed"))
+        .unwrap_or_else(|| panic!("no activation failure in {log:?}"))
+}
+
+#[test]
+fn a_failed_request_is_reported_with_its_cause() {
+    let fake = FakeBackend::start(SET_FEATURES, Then::HangUp);
+    let (fs, _thread) = VirtioFs::with_deadline(&fake.spec(), kicks(), DEADLINE).unwrap();
+    let mut d = Driver::new(fs, shared_memory());
+    d.initialize(0x1_0000);
+    let ((), log) = capture_log(|| d.w(VIRTIO_MMIO_STATUS, 0xf));
+    assert!(!d.t.is_activated());
+    // The device, where it is, the request, the socket, and then vhost's cause.
+    let line = activation_failure(&log);
+    let request = format!("SET_FEATURES on {}: vhost-user: ", fake.socket.display());
+    for want in ["device=\"fs\"", "mmio_base=0x", &request] {
+        assert!(line.contains(want), "{want:?} not in {line}");
+    }
+}
+
+#[test]
+fn private_guest_memory_is_reported_with_the_socket() {
+    let fake = FakeBackend::start(NO_REQUEST, Then::Stall);
+    let (fs, _thread) = VirtioFs::with_deadline(&fake.spec(), kicks(), DEADLINE).unwrap();
+    let mut d = Driver::new(fs, memory::create(4 << 20).unwrap());
+    d.initialize(0x1_0000);
+    let ((), log) = capture_log(|| d.w(VIRTIO_MMIO_STATUS, 0xf));
+    assert!(!d.t.is_activated());
+    let line = activation_failure(&log);
+    let want = format!(
+        "is not shareable with the vhost-user backend on {}",
+        fake.socket.display()
+    );
+    assert!(line.contains(&want), "{want:?} not in {line}");
+}
+
+#[test]
+fn build_errors_name_the_tag() {
+    let error = FsError::Thread {
+        tag: TAG.into(),
+        source: std::io::Error::from_raw_os_error(libc::EAGAIN),
+    };
+    assert!(error_chain(&error).starts_with("virtio-fs \"rootfs\": starting"));
+    let error = FsError::EventFd {
+        tag: TAG.into(),
+        source: std::io::Error::from_raw_os_error(libc::EMFILE),
+    };
+    assert!(error_chain(&error).starts_with("virtio-fs \"rootfs\": creating"));
 }

@@ -85,14 +85,15 @@ impl EventHandler {
             rx,
             tx,
             interrupt,
+            chains,
         } = active;
-        let sent = tx::process(tx, mem, &self.tap, &mut self.tx_buf, m, BUDGET)?;
+        let sent = tx::process(tx, mem, &self.tap, &mut self.tx_buf, m, *chains, BUDGET)?;
         let tap = TapReader {
             tap: &self.tap,
             readable: &mut self.tap_readable,
             buf: &mut self.rx_buf,
         };
-        let received = rx::process(rx, mem, tap, m, BUDGET)?;
+        let received = rx::process(rx, mem, tap, m, *chains, BUDGET)?;
         // A failed check errs towards an interrupt.
         let notify = (sent.used && tx.needs_notification(mem).unwrap_or(true))
             | (received.used && rx.needs_notification(mem).unwrap_or(true));

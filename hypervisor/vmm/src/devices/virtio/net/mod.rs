@@ -19,8 +19,9 @@
 //!
 //! Guest input is bounded: a TX chain over [`MAX_TX_CHAIN_LEN`] bytes or without a
 //! whole Ethernet header is dropped; an RX chain too small for the next frame gets a
-//! later frame instead (the frame is dropped); chains outside guest memory are
-//! returned unused. Every case is counted in [`NetMetrics`]. A broken ring (an
+//! later frame instead (the frame is dropped); chains outside guest memory, of more
+//! than [`MAX_CHAIN_DESCRIPTORS`] descriptors or through an indirect table (not
+//! offered) are returned unused, before anything is read from their buffers. Every case is counted in [`NetMetrics`]. A broken ring (an
 //! available index running ahead of the ring) stops the device until the driver
 //! resets it. The loop serves at most [`BUDGET`] chains per queue per round, so
 //! neither direction starves the other, and stops reading the tap while the guest
@@ -47,6 +48,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::queue::ChainLimits;
 use super::{
     read_config_bytes, take_queues, ActivateError, ActiveDevice, VirtioDevice, VirtioInterrupt,
 };
@@ -73,6 +75,9 @@ pub const ETH_HLEN: usize = 14;
 pub const MAX_TX_CHAIN_LEN: usize = VNET_HDR_LEN + 65550;
 /// Chains served per queue per round of the event loop.
 pub const BUDGET: usize = 256;
+/// Most descriptors in one chain. Linux sends a frame in at most MAX_SKB_FRAGS + 2
+/// (at most 47) and posts an RX buffer (no mergeable or big buffers) in one or two.
+pub const MAX_CHAIN_DESCRIPTORS: usize = 64;
 
 /// The net device's counters.
 #[derive(Debug, Default)]
@@ -89,8 +94,9 @@ pub struct NetMetrics {
     /// Frames read from the tap and not delivered: too big for the RX buffer at hand,
     /// runts, or carrying offload metadata.
     pub rx_dropped: AtomicU64,
-    /// Chains outside guest memory, TX chains without a whole header, RX chains that
-    /// cannot hold one, heads the used ring refuses.
+    /// Chains outside guest memory, of more than [`MAX_CHAIN_DESCRIPTORS`]
+    /// descriptors or through an indirect table, TX chains without a whole header, RX
+    /// chains that cannot hold one, heads the used ring refuses.
     pub bad_descriptors: AtomicU64,
     /// Failed tap reads and writes (other than "nothing to read").
     pub tap_errors: AtomicU64,
@@ -133,6 +139,9 @@ struct Active {
     rx: Queue,
     tx: Queue,
     interrupt: Arc<VirtioInterrupt>,
+    /// What chains the queues take (indirect tables only if negotiated: never, as
+    /// they are not offered).
+    chains: ChainLimits,
 }
 
 /// What the two halves share: the queues while active. Both take the lock briefly
@@ -286,6 +295,7 @@ impl VirtioDevice for Net {
             rx,
             tx,
             interrupt: active.interrupt,
+            chains: ChainLimits::negotiated(MAX_CHAIN_DESCRIPTORS, active.acked_features),
         });
         // Frames may be waiting in the tap already.
         self.wake();

@@ -12,6 +12,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT, Writer};
 use vm_memory::GuestMemoryMmap;
 
 use super::{add_used, pop, NetMetrics, Pass, Tap, ETH_HLEN, VNET_HDR_LEN};
+use crate::devices::virtio::queue::{check_chain, ChainLimits};
 
 /// The header every delivered frame gets: no flags, no GSO, `num_buffers` 1 (what a
 /// VERSION_1 device without MRG_RXBUF must write).
@@ -36,13 +37,14 @@ pub(super) struct TapReader<'a> {
     pub(super) buf: &'a mut [u8],
 }
 
-/// Fills the driver's RX chains with frames from the tap while it has both, at most
-/// `budget` frames and chains.
+/// Fills the driver's RX chains (each within `limits`) with frames from the tap while
+/// it has both, at most `budget` frames and chains.
 pub(super) fn process(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     tap: TapReader<'_>,
     m: &NetMetrics,
+    limits: ChainLimits,
     budget: usize,
 ) -> Result<Pass, virtio_queue::Error> {
     let TapReader { tap, readable, buf } = tap;
@@ -63,8 +65,11 @@ pub(super) fn process(
         };
         left -= 1;
         let head = chain.head_index();
-        let writer = match Writer::<()>::new(mem, chain) {
-            Ok(w) if w.available_bytes() >= VNET_HDR_LEN => w,
+        let writer = check_chain(queue, &chain, limits)
+            .ok()
+            .and_then(|()| Writer::<()>::new(mem, chain).ok());
+        let writer = match writer {
+            Some(w) if w.available_bytes() >= VNET_HDR_LEN => w,
             _ => {
                 NetMetrics::inc(&m.bad_descriptors);
                 pass.used |= add_used(queue, mem, head, 0, m);

@@ -8,6 +8,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueT, Reader};
 use vm_memory::GuestMemoryMmap;
 
 use super::{add_used, pop, NetMetrics, Pass, Tap, ETH_HLEN, MAX_TX_CHAIN_LEN, VNET_HDR_LEN};
+use crate::devices::virtio::queue::{check_chain, ChainLimits};
 
 /// What became of one chain.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,18 +17,19 @@ enum Sent {
     Frame(usize),
     /// Too long or too short for a frame, or refused by the tap.
     Dropped,
-    /// Outside guest memory, or without a whole header.
+    /// Outside guest memory, refused by the chain limits, or without a whole header.
     Bad,
 }
 
-/// Sends the frames the guest queued, at most `budget` chains. `buf` holds
-/// [`MAX_TX_CHAIN_LEN`] bytes.
+/// Sends the frames the guest queued, at most `budget` chains, each within `limits`.
+/// `buf` holds [`MAX_TX_CHAIN_LEN`] bytes.
 pub(super) fn process(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     tap: &Tap,
     buf: &mut [u8],
     m: &NetMetrics,
+    limits: ChainLimits,
     budget: usize,
 ) -> Result<Pass, virtio_queue::Error> {
     let mut pass = Pass::default();
@@ -39,7 +41,11 @@ pub(super) fn process(
             };
             left -= 1;
             let head = chain.head_index();
-            match send(mem, chain, tap, buf, m) {
+            let sent = match check_chain(queue, &chain, limits) {
+                Ok(()) => send(mem, chain, tap, buf, m),
+                Err(_) => Sent::Bad,
+            };
+            match sent {
                 Sent::Frame(len) => {
                     NetMetrics::inc(&m.tx_packets);
                     m.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 //! (the kick eventfd stands in for the ioeventfd), and the host side is a real tap in
 //! a network namespace of the test's own, so frames go through the Linux stack.
 
+mod chains;
 mod driver;
 mod frames;
 mod garbage;
