@@ -241,12 +241,17 @@ fn run_vm(args: &Args, slot: &VmSlot, signalled: &AtomicI32) -> anyhow::Result<E
         }
         None => loop {
             match slot.next_request() {
-                OwnerRequest::Start(config) => match slot.finish_start(Vmm::start(*config)) {
-                    Ok(vmm) => break vmm,
-                    Err(e) => {
-                        tracing::warn!(error = %error_chain(&e), "the VM did not start");
+                OwnerRequest::Start(config) => {
+                    let started = Vmm::start(*config);
+                    // Logged before the API answers, so a client that reads the log
+                    // when it gets the error finds the reason there.
+                    if let Err(e) = &started {
+                        tracing::warn!(error = %error_chain(e), "the VM did not start");
                     }
-                },
+                    if let Ok(vmm) = slot.finish_start(started) {
+                        break vmm;
+                    }
+                }
                 OwnerRequest::Stop => {
                     tracing::info!("stopped before a VM was started");
                     let signal = signalled.load(Ordering::SeqCst);
