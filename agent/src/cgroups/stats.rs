@@ -24,6 +24,7 @@ pub fn read(dir: &Path) -> ContainerStats {
             limit_bytes: single(&file("memory.max")),
             anon_bytes: mem("anon"),
             file_bytes: mem("file"),
+            inactive_file_bytes: mem("inactive_file"),
             oom_events: events("oom"),
             oom_kill_events: events("oom_kill"),
         }),

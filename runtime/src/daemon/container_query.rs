@@ -156,8 +156,11 @@ impl Daemon {
             .into_inner();
         let ts = now_ns();
         let cpu = s.cpu.map(|c| c.usage_usec.saturating_mul(1000));
-        // Working set as kubelet means it: usage without the (reclaimable) file cache.
-        let mem = s.memory.map(|m| m.usage_bytes.saturating_sub(m.file_bytes));
+        // Working set as kubelet and cAdvisor mean it: usage without the inactive
+        // (reclaimable) file cache; active file pages are part of the working set.
+        let mem = s
+            .memory
+            .map(|m| m.usage_bytes.saturating_sub(m.inactive_file_bytes));
         let (cpu, memory) = cri_stats(ts, cpu, mem);
         stats.cpu = cpu;
         stats.memory = memory;
